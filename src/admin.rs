@@ -1,0 +1,53 @@
+//! The admin listener: `GET /healthz` (the process answers) and `GET /readyz`
+//! (config loaded and the client listener accepts connections). `/metrics`
+//! arrives with the metrics work.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+pub struct Admin {
+    /// The client-facing listener, probed by `/readyz`.
+    pub listen: SocketAddr,
+}
+
+fn json(status: u16, body: &str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("content-length", body.len())
+        .body(body.as_bytes().to_vec())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET {
+            return json(405, r#"{"error":"method not allowed"}"#);
+        }
+        match req.uri.path() {
+            "/healthz" => json(200, r#"{"status":"ok"}"#),
+            "/readyz" => {
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(self.listen),
+                )
+                .await;
+                match probe {
+                    Ok(Ok(_)) => json(200, r#"{"status":"ready"}"#),
+                    _ => json(
+                        503,
+                        r#"{"status":"not ready","reason":"client listener is not accepting connections"}"#,
+                    ),
+                }
+            }
+            _ => json(404, r#"{"error":"not found"}"#),
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! The user-facing config file, exactly as serde reads it from TOML.
+//!
+//! These structs only describe the file's shape (`deny_unknown_fields`
+//! everywhere, humantime durations, defaults as named constants). Checking
+//! values and resolving secrets happens in `validate.rs`, which turns them into
+//! the runtime types in `mod.rs`. See `config/gateway.toml` for every key.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+pub const DEFAULT_THREADS: usize = 1;
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
+pub const DEFAULT_USER_ID_CLAIM: &str = "sub";
+pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 100_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub upstream: UpstreamSection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    #[serde(default)]
+    pub tenants: Vec<TenantSection>,
+    pub redis: Option<RedisSection>,
+    pub audit: Option<AuditSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub admin_listen: Option<String>,
+    pub threads: Option<usize>,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub grace_period: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub graceful_shutdown_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    pub url: String,
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub read_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub write_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub unknown_routes: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSection {
+    pub id: String,
+    pub api_key: String,
+    pub api_secret: String,
+    #[serde(default, with = "humantime_serde")]
+    pub stream_token_ttl: Option<Duration>,
+    #[serde(default)]
+    pub allow_anonymous: bool,
+    pub token_cache_size: Option<u64>,
+    pub session: Option<SessionSection>,
+    pub limits: Option<LimitsSection>,
+    pub quota: Option<QuotaSection>,
+}
+
+/// One `[tenants.session]`; `type` picks the variant.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SessionSection {
+    Jwt(JwtSection),
+    Jwks(JwksSection),
+    Redis(RedisSessionSection),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSection {
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    pub secret: Option<String>,
+    pub public_key: Option<String>,
+    pub user_id_claim: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<StringOrList>,
+    #[serde(default, with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    pub cookie: Option<String>,
+}
+
+/// Accepted so that the contract's documented shape parses; refused by
+/// validation until the JWKS session source exists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksSection {
+    pub jwks_url: Option<String>,
+    pub issuer: Option<String>,
+    pub audience: Option<StringOrList>,
+    pub user_id_claim: Option<String>,
+    #[serde(default)]
+    pub algorithms: Vec<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub leeway: Option<Duration>,
+    pub cookie: Option<String>,
+}
+
+/// Accepted so that the contract's documented shape parses; refused by
+/// validation until the Redis session source exists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSessionSection {
+    pub key: Option<String>,
+    pub user_id_field: Option<String>,
+    pub cookie: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl StringOrList {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            StringOrList::One(s) => vec![s],
+            StringOrList::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub per_user: Option<RateSection>,
+    pub per_ip: Option<RateSection>,
+    pub per_tenant: Option<RateSection>,
+    pub max_connections_per_user: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSection {
+    pub rate: String,
+    pub burst: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSection {
+    pub requests_per_minute: Option<u64>,
+    pub requests_per_day: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    pub url: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    pub sink: String,
+    pub path: Option<String>,
+    pub stream: Option<String>,
+}

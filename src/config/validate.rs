@@ -1,0 +1,397 @@
+//! Turns the parsed file into runtime [`Settings`], collecting every problem
+//! as one line (`tenants[acme].session.algorithms: ...`) instead of stopping
+//! at the first. Messages name keys, variables and files, never values of
+//! secrets.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use jsonwebtoken::Algorithm;
+
+use super::file::{self, FileConfig, SessionSection, TenantSection};
+use super::secret::{resolve, Secret};
+use super::{ConfigErrors, ServerSettings, Settings, TenantSettings, UpstreamSettings};
+use crate::policy::{Policy, Rule, UnknownRoutes};
+use crate::session::{JwtKey, JwtOptions, JwtVerifier};
+
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, line: impl Into<String>) {
+        self.0.push(line.into());
+    }
+}
+
+pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, ConfigErrors> {
+    let mut p = Problems(Vec::new());
+    let mut notices = Vec::new();
+
+    let server = server(&raw.server, &mut p);
+    let upstream = upstream(&raw.upstream, &mut p);
+    let policy = policy(&raw.policy, &mut p);
+
+    if raw.tenants.is_empty() {
+        p.add("tenants: at least one [[tenants]] is required");
+    }
+    let mut ids = HashSet::new();
+    let mut keys = HashSet::new();
+    let mut tenants = Vec::new();
+    for (i, t) in raw.tenants.into_iter().enumerate() {
+        let name = if t.id.is_empty() {
+            format!("tenants[{i}]")
+        } else {
+            format!("tenants[{}]", t.id)
+        };
+        if t.id.is_empty() {
+            p.add(format!("{name}.id: must not be empty"));
+        } else if !ids.insert(t.id.clone()) {
+            p.add(format!("{name}.id: duplicate tenant id"));
+        }
+        if t.api_key.is_empty() {
+            p.add(format!("{name}.api_key: must not be empty"));
+        } else if !keys.insert(t.api_key.clone()) {
+            p.add(format!(
+                "{name}.api_key: the same api_key is used by two tenants"
+            ));
+        }
+        if t.limits.is_some() {
+            notices.push(format!("{name}.limits: parsed but not enforced by this version (rate limits are not implemented yet)"));
+        }
+        if t.quota.is_some() {
+            notices.push(format!("{name}.quota: parsed but not enforced by this version (quotas are not implemented yet)"));
+        }
+        if let Some(limits) = &t.limits {
+            for (key, rate) in [
+                ("per_user", &limits.per_user),
+                ("per_ip", &limits.per_ip),
+                ("per_tenant", &limits.per_tenant),
+            ] {
+                if let Some(r) = rate {
+                    if let Err(e) = parse_rate(&r.rate) {
+                        p.add(format!("{name}.limits.{key}.rate: {e}"));
+                    }
+                    if r.burst == 0 {
+                        p.add(format!("{name}.limits.{key}.burst: must be at least 1"));
+                    }
+                }
+            }
+        }
+        if let Some(t) = tenant(&name, t, base_dir, &mut p) {
+            tenants.push(t);
+        }
+    }
+    if let Some(r) = &raw.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            p.add("redis.url: must start with redis:// or rediss://");
+        }
+        notices.push("redis: parsed but not used by this version".into());
+    }
+    if let Some(a) = &raw.audit {
+        match a.sink.as_str() {
+            "stdout" | "file" | "redis" => {}
+            _ => p.add("audit.sink: must be \"stdout\", \"file\" or \"redis\""),
+        }
+        notices.push(
+            "audit: parsed but not written by this version (audit records are not implemented yet)"
+                .into(),
+        );
+    }
+
+    match (server, upstream, policy) {
+        (Some(server), Some(upstream), Some(policy)) if p.0.is_empty() => Ok(Settings {
+            server,
+            upstream,
+            policy,
+            tenants,
+            notices,
+        }),
+        _ => Err(ConfigErrors(p.0)),
+    }
+}
+
+fn addr(key: &str, value: &str, p: &mut Problems) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.add(format!("{key}: \"{value}\" is not an IP:port address"));
+            None
+        }
+    }
+}
+
+fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
+    let listen = addr("server.listen", &s.listen, p);
+    let admin_listen = match &s.admin_listen {
+        Some(a) => Some(addr("server.admin_listen", a, p)?),
+        None => None,
+    };
+    let threads = s.threads.unwrap_or(file::DEFAULT_THREADS);
+    if threads == 0 {
+        p.add("server.threads: must be at least 1");
+    }
+    if listen.is_some() && listen == admin_listen {
+        p.add("server.admin_listen: must differ from server.listen");
+    }
+    Some(ServerSettings {
+        listen: listen?,
+        admin_listen,
+        threads,
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        grace_period: s.grace_period,
+        graceful_shutdown_timeout: s.graceful_shutdown_timeout,
+    })
+}
+
+fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSettings> {
+    let (tls, rest) = if let Some(r) = u.url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = u.url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        p.add("upstream.url: must start with https:// or http://");
+        return None;
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+        p.add("upstream.url: must be scheme://host[:port] with no path, query or user info");
+        return None;
+    }
+    let uri: http::uri::Authority = match authority.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            p.add("upstream.url: the host is not valid");
+            return None;
+        }
+    };
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let timeout = |v: Option<std::time::Duration>, d| v.unwrap_or(d);
+    let out = UpstreamSettings {
+        tls,
+        host: uri
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        authority: authority.to_string(),
+        connect_timeout: timeout(u.connect_timeout, file::DEFAULT_CONNECT_TIMEOUT),
+        read_timeout: timeout(u.read_timeout, file::DEFAULT_READ_TIMEOUT),
+        write_timeout: timeout(u.write_timeout, file::DEFAULT_WRITE_TIMEOUT),
+        idle_timeout: timeout(u.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
+    };
+    for (k, v) in [
+        ("connect_timeout", out.connect_timeout),
+        ("read_timeout", out.read_timeout),
+        ("write_timeout", out.write_timeout),
+    ] {
+        if v.is_zero() {
+            p.add(format!("upstream.{k}: must be more than 0s"));
+        }
+    }
+    Some(out)
+}
+
+fn policy(s: &file::PolicySection, p: &mut Problems) -> Option<Policy> {
+    let unknown = match s.unknown_routes.as_deref() {
+        None | Some("deny") => UnknownRoutes::Deny,
+        Some("allow") => UnknownRoutes::Allow,
+        Some(_) => {
+            p.add("policy.unknown_routes: must be \"deny\" or \"allow\"");
+            UnknownRoutes::Deny
+        }
+    };
+    let rules = |key: &str, list: &[String], p: &mut Problems| -> Vec<Rule> {
+        list.iter()
+            .filter_map(|r| match Rule::from_str(r) {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    p.add(format!("policy.{key}: \"{r}\": {e}"));
+                    None
+                }
+            })
+            .collect()
+    };
+    let allow = rules("allow", &s.allow, p);
+    let deny = rules("deny", &s.deny, p);
+    match Policy::new(unknown, &allow, &deny) {
+        Ok(policy) => Some(policy),
+        Err(e) => {
+            p.add(format!("policy: {e}"));
+            None
+        }
+    }
+}
+
+fn tenant(
+    name: &str,
+    t: TenantSection,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<TenantSettings> {
+    let api_secret = match resolve(&t.api_secret, base_dir) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            p.add(format!("{name}.api_secret: {e}"));
+            None
+        }
+    };
+    let ttl = t.stream_token_ttl.unwrap_or(file::DEFAULT_STREAM_TOKEN_TTL);
+    if ttl.as_secs() < 1 {
+        p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
+    }
+    let session = match t.session {
+        None if t.allow_anonymous => None,
+        None => {
+            p.add(format!(
+                "{name}.session: a [tenants.session] is required unless allow_anonymous = true"
+            ));
+            None
+        }
+        Some(SessionSection::Jwt(j)) => jwt(name, j, base_dir, api_secret.as_ref(), p),
+        Some(SessionSection::Jwks(_)) => {
+            p.add(format!(
+                "{name}.session.type: \"jwks\" is not implemented in this version; use \"jwt\""
+            ));
+            None
+        }
+        Some(SessionSection::Redis(_)) => {
+            p.add(format!(
+                "{name}.session.type: \"redis\" is not implemented in this version; use \"jwt\""
+            ));
+            None
+        }
+    };
+    Some(TenantSettings {
+        id: t.id,
+        api_key: t.api_key,
+        api_secret: api_secret?,
+        stream_token_ttl: ttl,
+        allow_anonymous: t.allow_anonymous,
+        token_cache_size: t.token_cache_size.unwrap_or(file::DEFAULT_TOKEN_CACHE_SIZE),
+        session,
+    })
+}
+
+fn jwt(
+    name: &str,
+    j: file::JwtSection,
+    base_dir: &Path,
+    stream_secret: Option<&Secret>,
+    p: &mut Problems,
+) -> Option<JwtVerifier> {
+    let key_name = format!("{name}.session");
+    if j.cookie.is_some() {
+        p.add(format!(
+            "{key_name}.cookie: cookie sessions are not implemented in this version"
+        ));
+    }
+    let mut algorithms = Vec::new();
+    if j.algorithms.is_empty() {
+        p.add(format!(
+            "{key_name}.algorithms: list at least one algorithm, e.g. [\"HS256\"]"
+        ));
+    }
+    for a in &j.algorithms {
+        if a.eq_ignore_ascii_case("none") {
+            p.add(format!("{key_name}.algorithms: \"none\" is never allowed"));
+            continue;
+        }
+        match Algorithm::from_str(a) {
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => p.add(format!("{key_name}.algorithms: unknown algorithm \"{a}\"")),
+        }
+    }
+    let key = match (&j.secret, &j.public_key) {
+        (Some(s), None) => match resolve(s, base_dir) {
+            // With the Stream secret as session key, any Stream token (leaked
+            // from elsewhere) would pass as a session: refuse the setup.
+            Ok(s) if stream_secret.is_some_and(|st| st.ct_eq(&s)) => {
+                p.add(format!(
+                    "{key_name}.secret: must differ from the tenant's api_secret"
+                ));
+                None
+            }
+            Ok(s) => Some(JwtKey::Secret(s)),
+            Err(e) => {
+                p.add(format!("{key_name}.secret: {e}"));
+                None
+            }
+        },
+        (None, Some(k)) => match resolve(k, base_dir) {
+            Ok(s) => Some(JwtKey::PublicPem(s.expose().to_vec())),
+            Err(e) => {
+                p.add(format!("{key_name}.public_key: {e}"));
+                None
+            }
+        },
+        (Some(_), Some(_)) => {
+            p.add(format!(
+                "{key_name}: set either secret or public_key, not both"
+            ));
+            None
+        }
+        (None, None) => {
+            p.add(format!(
+                "{key_name}: set secret (HS*) or public_key (RS*, PS*, ES*, EdDSA)"
+            ));
+            None
+        }
+    };
+    let user_id_claim = j
+        .user_id_claim
+        .unwrap_or_else(|| file::DEFAULT_USER_ID_CLAIM.into());
+    if user_id_claim.is_empty() {
+        p.add(format!("{key_name}.user_id_claim: must not be empty"));
+    }
+    let audience = j.audience.map(file::StringOrList::into_vec);
+    if audience
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.iter().any(String::is_empty))
+    {
+        p.add(format!("{key_name}.audience: must not be empty"));
+    }
+    if j.issuer.as_deref() == Some("") {
+        p.add(format!("{key_name}.issuer: must not be empty"));
+    }
+    if algorithms.is_empty() || algorithms.len() != j.algorithms.len() {
+        return None;
+    }
+    let opts = JwtOptions {
+        algorithms,
+        key: key?,
+        user_id_claim,
+        issuer: j.issuer,
+        audience,
+        leeway_secs: j.leeway.map_or(0, |d| d.as_secs()),
+    };
+    match JwtVerifier::new(opts) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            p.add(format!("{key_name}: {e}"));
+            None
+        }
+    }
+}
+
+/// Parses `"20/s"`, `"100/min"`, `"1000/h"` into (count, seconds per window).
+pub(crate) fn parse_rate(s: &str) -> Result<(u32, u64), String> {
+    let (n, unit) = s
+        .split_once('/')
+        .ok_or_else(|| format!("\"{s}\" is not N/s, N/min or N/h"))?;
+    let n: u32 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("\"{s}\": the count must be a positive integer"))?;
+    let secs = match unit.trim() {
+        "s" | "sec" => 1,
+        "m" | "min" => 60,
+        "h" | "hour" => 3600,
+        _ => return Err(format!("\"{s}\": the unit must be s, min or h")),
+    };
+    Ok((n, secs))
+}

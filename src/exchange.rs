@@ -1,0 +1,137 @@
+//! The per-request decision, free of pingora: tenant, credential, session,
+//! route policy, then the token swap. Takes plain inputs (method, path, query,
+//! headers, `now`) and returns what to forward or why not, so the whole flow
+//! is unit-tested without sockets. The order follows `design.md`: tenant,
+//! credential, session, policy.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use crate::credential::{self, Credential};
+use crate::policy::{Decision, Policy};
+use crate::query::{self, is_key};
+use crate::refusal::Refusal;
+use crate::stream_token::Minted;
+use crate::tenant::{Tenant, Tenants};
+
+/// Query parameters the gateway owns: the client's values never go upstream.
+const OWNED_PARAMS: [&str; 3] = ["api_key", "authorization", "stream-auth-type"];
+
+/// What to send upstream.
+pub struct Forward {
+    pub tenant: Arc<Tenant>,
+    /// Normalised path plus the rewritten query.
+    pub path_and_query: String,
+    pub auth: ForwardAuth,
+    pub operation: String,
+    pub template: String,
+}
+
+pub enum ForwardAuth {
+    User { user_id: String, token: Arc<Minted> },
+    Anonymous,
+}
+
+pub struct Exchange {
+    pub tenants: Tenants,
+    pub policy: Policy,
+}
+
+impl Exchange {
+    pub fn decide(
+        &self,
+        method: &str,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        now: u64,
+    ) -> Result<Forward, Refusal> {
+        let pairs = query::parse(raw_query.unwrap_or("")).map_err(Refusal::BadRequest)?;
+
+        let mut api_key: Option<&str> = None;
+        for p in pairs.iter().filter(|p| is_key(p, "api_key")) {
+            match api_key {
+                Some(k) if k != p.value => {
+                    return Err(Refusal::BadRequest("more than one api_key"))
+                }
+                _ => api_key = Some(&p.value),
+            }
+        }
+        let tenant = api_key
+            .and_then(|k| self.tenants.by_api_key(k))
+            .ok_or(Refusal::UnknownApiKey)?;
+
+        let user = match credential::extract(headers, &pairs)? {
+            Credential::Token(token) => {
+                let verifier = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
+                    "this app accepts anonymous users only",
+                ))?;
+                Some(
+                    verifier
+                        .verify(&token, now)
+                        .map_err(|e| e.refusal())?
+                        .user_id,
+                )
+            }
+            Credential::Anonymous if tenant.allow_anonymous => None,
+            Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed),
+            Credential::Missing => return Err(Refusal::MissingCredential),
+        };
+
+        let (path, operation, template) = match self.policy.decide(method, path) {
+            Decision::Forward {
+                path,
+                operation,
+                template,
+            } => (path, operation, template),
+            Decision::RefuseServerRoute { .. } => return Err(Refusal::ServerRoute),
+            Decision::RefuseUnknownRoute => return Err(Refusal::UnknownRoute),
+            Decision::BadPath(e) => return Err(Refusal::BadPath(e.to_string())),
+        };
+
+        let sent_user_id = pairs.iter().any(|p| is_key(p, "user_id"));
+        let drop =
+            |p: &query::Pair<'_>| OWNED_PARAMS.iter().any(|k| is_key(p, k)) || is_key(p, "user_id");
+        let (auth, q) = match user {
+            Some(user_id) => {
+                let token = tenant.minter.token_for(&user_id, now).map_err(|e| {
+                    tracing::error!(tenant = %tenant.id, error = %e, "minting a Stream token failed");
+                    Refusal::Internal
+                })?;
+                // The SDK sends user_id=<self> on every call; Stream treats it
+                // as "act as this user" for server tokens, so it is always
+                // overwritten with the session's user, never trusted.
+                let mut append = vec![("api_key", tenant.api_key.as_str())];
+                if sent_user_id {
+                    append.push(("user_id", user_id.as_str()));
+                }
+                let q = query::rebuild(&pairs, drop, &append);
+                (ForwardAuth::User { user_id, token }, q)
+            }
+            None => {
+                if operation == crate::policy::UNKNOWN_OPERATION {
+                    return Err(Refusal::AnonymousRouteNotAllowed);
+                }
+                let q = query::rebuild(&pairs, drop, &[("api_key", tenant.api_key.as_str())]);
+                (ForwardAuth::Anonymous, q)
+            }
+        };
+        let path_and_query = if q.is_empty() {
+            path
+        } else {
+            format!("{path}?{q}")
+        };
+        Ok(Forward {
+            tenant: Arc::clone(tenant),
+            path_and_query,
+            auth,
+            operation,
+            template,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "exchange_tests.rs"]
+mod tests;

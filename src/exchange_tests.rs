@@ -1,0 +1,203 @@
+//! Unit tests of the whole per-request decision, without sockets.
+
+use super::*;
+use crate::config::Secret;
+use crate::policy::UnknownRoutes;
+use crate::session::{JwtKey, JwtOptions, JwtVerifier};
+use crate::stream_token::TokenMinter;
+use http::HeaderValue;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use std::time::Duration;
+
+const NOW: u64 = 1_800_000_000;
+
+fn exchange(allow_anonymous: bool) -> Exchange {
+    let tenant = |key: &str, with_session: bool| crate::config::TenantSettings {
+        id: format!("t-{key}"),
+        api_key: key.into(),
+        api_secret: Secret::from_bytes(format!("stream-secret-{key}")),
+        stream_token_ttl: Duration::from_secs(3600),
+        allow_anonymous,
+        token_cache_size: 10,
+        session: with_session.then(|| {
+            JwtVerifier::new(JwtOptions {
+                algorithms: vec![Algorithm::HS256],
+                key: JwtKey::Secret(Secret::from_bytes("app-secret")),
+                user_id_claim: "sub".into(),
+                issuer: None,
+                audience: None,
+                leeway_secs: 0,
+            })
+            .unwrap()
+        }),
+    };
+    let _ = TokenMinter::new;
+    Exchange {
+        tenants: Tenants::new(vec![tenant("k1", true), tenant("k2", true)]),
+        policy: Policy::new(UnknownRoutes::Deny, &[], &[]).unwrap(),
+    }
+}
+
+fn session(user: &str, exp: u64) -> String {
+    encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": user, "exp": exp}),
+        &EncodingKey::from_secret(b"app-secret"),
+    )
+    .unwrap()
+}
+
+fn auth(v: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("authorization", HeaderValue::from_str(v).unwrap());
+    h
+}
+
+#[test]
+fn forwards_client_route_with_swapped_query() {
+    let x = exchange(false);
+    let f = x.decide(
+        "GET",
+        "//channels/messaging/general/",
+        Some("api_key=k1&user_id=mallory&authorization=x&state=true"),
+        &auth(&format!("Bearer {}", session("alice", NOW + 60))),
+        NOW,
+    );
+    // header token and a different query token conflict
+    assert_eq!(f.err(), Some(Refusal::ConflictingCredentials));
+    let f = x
+        .decide(
+            "GET",
+            "//channels/messaging/general/",
+            Some("api_key=k1&user_id=mallory&state=true"),
+            &auth(&format!("Bearer {}", session("alice", NOW + 60))),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(
+        f.path_and_query,
+        "/channels/messaging/general?state=true&api_key=k1&user_id=alice"
+    );
+    assert_eq!(f.tenant.id, "t-k1");
+    assert!(matches!(f.auth, ForwardAuth::User { ref user_id, .. } if user_id == "alice"));
+}
+
+#[test]
+fn refusals_in_flow_order() {
+    let x = exchange(false);
+    let good = auth(&session("alice", NOW + 60));
+    let cases: Vec<(&str, &str, Option<&str>, HeaderMap, Refusal)> = vec![
+        (
+            "GET",
+            "/channels",
+            None,
+            good.clone(),
+            Refusal::UnknownApiKey,
+        ),
+        (
+            "GET",
+            "/channels",
+            Some("api_key=nope"),
+            good.clone(),
+            Refusal::UnknownApiKey,
+        ),
+        (
+            "GET",
+            "/channels",
+            Some("api_key=k1&API_KEY=k2"),
+            good.clone(),
+            Refusal::BadRequest("more than one api_key"),
+        ),
+        (
+            "GET",
+            "/app",
+            Some("api_key=k1"),
+            HeaderMap::new(),
+            Refusal::MissingCredential,
+        ),
+        (
+            "GET",
+            "/app",
+            Some("api_key=k1"),
+            auth(&session("alice", NOW - 1)),
+            Refusal::SessionExpired,
+        ),
+        (
+            "PATCH",
+            "/app",
+            Some("api_key=k1"),
+            good.clone(),
+            Refusal::ServerRoute,
+        ),
+        (
+            "GET",
+            "/nope",
+            Some("api_key=k1"),
+            good.clone(),
+            Refusal::UnknownRoute,
+        ),
+        (
+            "GET",
+            "/a%2Fb",
+            Some("api_key=k1"),
+            good.clone(),
+            Refusal::BadPath("path contains an encoded slash".into()),
+        ),
+        (
+            "GET",
+            "/app",
+            Some("api_key=k1;x"),
+            good.clone(),
+            Refusal::BadRequest("';' is not allowed in the query string"),
+        ),
+    ];
+    for (m, p, q, h, want) in cases {
+        let got = x.decide(m, p, q, &h, NOW).err();
+        match (&got, &want) {
+            (Some(Refusal::BadPath(_)), Refusal::BadPath(_)) => {}
+            _ => assert_eq!(got.as_ref(), Some(&want), "{m} {p} {q:?}"),
+        }
+    }
+}
+
+#[test]
+fn anonymous_needs_tenant_opt_in_and_a_client_route() {
+    let mut h = HeaderMap::new();
+    h.insert("stream-auth-type", HeaderValue::from_static("anonymous"));
+    let closed = exchange(false);
+    assert_eq!(
+        closed
+            .decide("GET", "/app", Some("api_key=k1"), &h, NOW)
+            .err(),
+        Some(Refusal::AnonymousNotAllowed)
+    );
+    let open = exchange(true);
+    let f = open
+        .decide("GET", "/app", Some("api_key=k1&user_id=x"), &h, NOW)
+        .unwrap();
+    assert!(matches!(f.auth, ForwardAuth::Anonymous));
+    assert_eq!(f.path_and_query, "/app?api_key=k1");
+    assert_eq!(
+        open.decide("PATCH", "/app", Some("api_key=k1"), &h, NOW)
+            .err(),
+        Some(Refusal::ServerRoute)
+    );
+}
+
+#[test]
+fn minted_tokens_are_reused_per_user() {
+    let x = exchange(false);
+    let h = auth(&session("alice", NOW + 600));
+    let a = x
+        .decide("GET", "/app", Some("api_key=k1"), &h, NOW)
+        .unwrap();
+    let b = x
+        .decide("GET", "/app", Some("api_key=k1"), &h, NOW + 5)
+        .unwrap();
+    match (a.auth, b.auth) {
+        (ForwardAuth::User { token: t1, .. }, ForwardAuth::User { token: t2, .. }) => {
+            assert!(Arc::ptr_eq(&t1, &t2))
+        }
+        _ => panic!("expected user auth"),
+    }
+}

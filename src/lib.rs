@@ -1,0 +1,38 @@
+//! stream-gateway: a reverse proxy and auth gateway for the Stream Chat API.
+//!
+//! Front-end apps send their own session; the gateway verifies it, checks the
+//! route against Stream's route table, and forwards the request with a
+//! short-lived per-user Stream JWT minted with the tenant's secret.
+//!
+//! # Layout
+//! - [`config`]: the TOML file's shape, secret references, validation into
+//!   runtime settings.
+//! - [`policy`]: path normalisation and the route table compiled from
+//!   Stream's specs (`src/policy/data/`), with config overrides.
+//! - [`session`]: session sources (static-key JWT) and Stream's user-id rules.
+//! - [`credential`]: finding the client's token (header, query, Bearer).
+//! - [`query`]: query-string parsing and the parameter swap.
+//! - [`stream_token`]: minting and caching per-user Stream tokens.
+//! - [`tenant`]: tenants by `api_key`.
+//! - [`exchange`]: the per-request decision, free of pingora.
+//! - [`refusal`]: refusals and Stream's error JSON (the one place).
+//! - [`proxy`]: the pingora `ProxyHttp` implementation.
+//! - [`upstream`]: the upstream peer, TLS, timeouts, DNS refresh.
+//! - [`admin`]: `/healthz` and `/readyz`.
+//! - [`server`]: assembling the pingora server from settings.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod credential;
+pub mod exchange;
+pub mod policy;
+pub mod proxy;
+pub mod query;
+pub mod refusal;
+pub mod server;
+pub mod session;
+pub mod stream_token;
+pub mod tenant;
+pub mod upstream;

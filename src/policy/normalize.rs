@@ -1,0 +1,363 @@
+//! Request-path normalisation: turns the raw path of a request target into one
+//! canonical list of segments, or refuses the path outright.
+//!
+//! Only syntax lives here. Route lookup is in `table.rs`, and the forward/refuse
+//! decision is in `mod.rs`. The goal is that the gateway classifies exactly the
+//! path it forwards: every spelling that Stream could read as a different path
+//! (encoded slashes, backslashes, matrix parameters, dot segments) is either
+//! resolved here or refused, and the output re-normalises to itself.
+
+/// Longest raw (and normalised) path accepted, in bytes.
+pub const MAX_PATH_BYTES: usize = 2048;
+
+/// Why a path was refused. Messages are safe to show to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    #[error("path contains an encoded slash")]
+    EncodedSlash,
+    #[error("path contains a backslash")]
+    Backslash,
+    #[error("path contains a NUL byte")]
+    Nul,
+    #[error("path contains a control character")]
+    ControlChar,
+    #[error("path contains a semicolon")]
+    Semicolon,
+    #[error("path climbs above the root")]
+    AboveRoot,
+    #[error("path contains a malformed percent-escape")]
+    BadPercentEncoding,
+    #[error("path is longer than {} bytes", MAX_PATH_BYTES)]
+    TooLong,
+}
+
+/// Segments of a normalised path; each segment is non-empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedPath {
+    segments: Vec<String>,
+}
+
+impl NormalizedPath {
+    pub fn segments(&self) -> &[String] {
+        &self.segments
+    }
+
+    /// The path as it should be forwarded: `/` plus the segments joined by `/`.
+    pub fn to_path_string(&self) -> String {
+        if self.segments.is_empty() {
+            return "/".to_string();
+        }
+        let mut out = String::with_capacity(self.byte_len());
+        for segment in &self.segments {
+            out.push('/');
+            out.push_str(segment);
+        }
+        out
+    }
+
+    fn byte_len(&self) -> usize {
+        self.segments
+            .iter()
+            .map(|s| s.len() + 1)
+            .sum::<usize>()
+            .max(1)
+    }
+}
+
+/// Normalises the path part of a request target (no query string).
+pub fn normalize(raw_path: &str) -> Result<NormalizedPath, PathError> {
+    if !raw_path.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if raw_path.len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    for raw_segment in raw_path[1..].split('/') {
+        if raw_segment.is_empty() {
+            continue;
+        }
+        // Decode first so that `%2e%2E` is recognised as `..`: Stream (or any
+        // proxy in between) may decode it and climb, so we must climb too.
+        let segment = decode_segment(raw_segment)?;
+        match segment.as_str() {
+            "." => {}
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::AboveRoot);
+                }
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let path = NormalizedPath { segments };
+    // Encoding non-ASCII bytes can grow the path; refusing here keeps the
+    // output re-normalisable (normalize(to_path_string) is the identity).
+    if path.byte_len() > MAX_PATH_BYTES {
+        return Err(PathError::TooLong);
+    }
+    Ok(path)
+}
+
+/// One round of percent-decoding, limited to unreserved characters, so that a
+/// byte has exactly one spelling in the output. A second round is never done:
+/// `%252e` must stay data, not become a dot segment.
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            let high = bytes.get(i + 1).copied().and_then(hex_value);
+            let low = bytes.get(i + 2).copied().and_then(hex_value);
+            let (Some(high), Some(low)) = (high, low) else {
+                return Err(PathError::BadPercentEncoding);
+            };
+            let value = (high << 4) | low;
+            if value == b'/' {
+                return Err(PathError::EncodedSlash);
+            }
+            refuse_byte(value)?;
+            if is_unreserved(value) {
+                out.push(char::from(value));
+            } else {
+                push_escaped(&mut out, value);
+            }
+            i += 3;
+        } else {
+            refuse_byte(byte)?;
+            if is_unreserved(byte) || is_raw_path_safe(byte) {
+                out.push(char::from(byte));
+            } else {
+                // Non-ASCII bytes and characters that RFC 3986 does not allow
+                // raw in a path (space, `?`, `#`, `{`, ...) are escaped so that
+                // the forwarded path is plain ASCII and cannot be re-split.
+                push_escaped(&mut out, byte);
+            }
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Bytes refused whether raw or escaped: each can make a server or an
+/// intermediary see a different path than the one we classified.
+fn refuse_byte(byte: u8) -> Result<(), PathError> {
+    match byte {
+        b'\\' => Err(PathError::Backslash),
+        0 => Err(PathError::Nul),
+        0x01..=0x1F | 0x7F => Err(PathError::ControlChar),
+        b';' => Err(PathError::Semicolon),
+        _ => Ok(()),
+    }
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986 sub-delims plus `:` and `@` (`;` is refused before this is asked).
+fn is_raw_path_safe(byte: u8) -> bool {
+    b"!$&'()*+,=:@".contains(&byte)
+}
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_escaped(out: &mut String, byte: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(byte >> 4)]));
+    out.push(char::from(HEX[usize::from(byte & 0x0F)]));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(path: &str) -> Result<String, PathError> {
+        Ok(path.to_string())
+    }
+
+    #[test]
+    fn normalises_or_refuses_each_table_entry() {
+        use PathError::*;
+        let long_ok = format!("/{}", "a".repeat(MAX_PATH_BYTES - 1));
+        let too_long = format!("/{}", "a".repeat(MAX_PATH_BYTES));
+        let grows_too_long = format!("/{}", "é".repeat(MAX_PATH_BYTES / 4));
+        let cases: Vec<(&str, Result<String, PathError>)> = vec![
+            ("/", ok("/")),
+            ("//", ok("/")),
+            ("//channeltypes", ok("/channeltypes")),
+            ("/channels/", ok("/channels")),
+            ("/channels//messaging///x/", ok("/channels/messaging/x")),
+            ("/channels/../channeltypes", ok("/channeltypes")),
+            ("/channels/%2e%2e/channeltypes", ok("/channeltypes")),
+            ("/channels/%2E%2e/channeltypes", ok("/channeltypes")),
+            ("/channels/.%2E/channeltypes", ok("/channeltypes")),
+            ("/channels/%2E/x", ok("/channels/x")),
+            ("/channels/./x/.", ok("/channels/x")),
+            ("/a/b/../../c", ok("/c")),
+            ("/a/..", ok("/")),
+            ("/a/%252e%252e/b", ok("/a/%252e%252e/b")),
+            ("/a/%252E/b", ok("/a/%252E/b")),
+            ("/a/...", ok("/a/...")),
+            ("/a/..x/.b", ok("/a/..x/.b")),
+            ("/%41pp", ok("/App")),
+            ("/%7e%2D%5f%30", ok("/~-_0")),
+            ("/a%2ab%3a", ok("/a%2Ab%3A")),
+            ("/a*b:c@d", ok("/a*b:c@d")),
+            ("/caf\u{e9}", ok("/caf%C3%A9")),
+            ("/caf%c3%a9", ok("/caf%C3%A9")),
+            ("/a b", ok("/a%20b")),
+            ("/a{b}|c^", ok("/a%7Bb%7D%7Cc%5E")),
+            ("/a?b#c", ok("/a%3Fb%23c")),
+            (&long_ok, Ok(long_ok.clone())),
+            ("", Err(NotAbsolute)),
+            ("channels", Err(NotAbsolute)),
+            ("*", Err(NotAbsolute)),
+            (&too_long, Err(TooLong)),
+            (&grows_too_long, Err(TooLong)),
+            ("/channels;x=1", Err(Semicolon)),
+            ("/a%3bb", Err(Semicolon)),
+            ("/a%3Bb", Err(Semicolon)),
+            ("/a%2Fb", Err(EncodedSlash)),
+            ("/a%2fb", Err(EncodedSlash)),
+            ("/a\\b", Err(Backslash)),
+            ("/a%5cb", Err(Backslash)),
+            ("/a%5C", Err(Backslash)),
+            ("/a%00", Err(Nul)),
+            ("/a\0", Err(Nul)),
+            ("/a%01", Err(ControlChar)),
+            ("/a%1f", Err(ControlChar)),
+            ("/a%7F", Err(ControlChar)),
+            ("/a\tb", Err(ControlChar)),
+            ("/a\nb", Err(ControlChar)),
+            ("/a\x7f", Err(ControlChar)),
+            ("/..", Err(AboveRoot)),
+            ("/%2e%2e", Err(AboveRoot)),
+            ("/a/../..", Err(AboveRoot)),
+            ("/a%zz", Err(BadPercentEncoding)),
+            ("/a%4", Err(BadPercentEncoding)),
+            ("/a%", Err(BadPercentEncoding)),
+            ("/a%%41", Err(BadPercentEncoding)),
+        ];
+        for (input, expected) in cases {
+            let got = normalize(input).map(|p| p.to_path_string());
+            assert_eq!(got, expected, "normalize({input:?})");
+        }
+    }
+
+    #[test]
+    fn segments_are_non_empty_and_decoded() {
+        let path = normalize("//a/%42//c/").unwrap();
+        assert_eq!(path.segments(), ["a", "B", "c"]);
+        assert!(normalize("/").unwrap().segments().is_empty());
+    }
+
+    #[test]
+    fn error_messages_are_client_readable() {
+        assert_eq!(
+            PathError::EncodedSlash.to_string(),
+            "path contains an encoded slash"
+        );
+        assert_eq!(
+            PathError::TooLong.to_string(),
+            "path is longer than 2048 bytes"
+        );
+    }
+
+    /// Random strings built from pieces that exercise every rule; whatever is
+    /// accepted must be a fixed point and must be plain, dot-free ASCII.
+    #[test]
+    fn normalisation_is_idempotent_on_generated_paths() {
+        const PIECES: &[&str] = &[
+            "/",
+            "//",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2e%2E",
+            "%25",
+            "%252e",
+            "%41",
+            "%7e",
+            "%7E",
+            "a",
+            "B",
+            "x1",
+            "~",
+            "-",
+            "_",
+            ":",
+            "@",
+            "*",
+            "%2a",
+            "é",
+            "\u{1F600}",
+            " ",
+            "?",
+            "{",
+            "}",
+            "%C3%A9",
+            "%c3",
+            "%zz",
+            "%4",
+            ";",
+            "%3b",
+            "\\",
+            "%5c",
+            "%2F",
+            "%00",
+            "\t",
+            "channels",
+            "ChannelTypes",
+            "API",
+            "V2",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut raw = String::from("/");
+            for _ in 0..(next() % 12) {
+                raw.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let Ok(path) = normalize(&raw) else { continue };
+            accepted += 1;
+            let text = path.to_path_string();
+            assert!(text.is_ascii(), "{raw:?} -> {text:?}");
+            assert!(
+                !text.contains([';', '\\', '?', '#', ' ']),
+                "{raw:?} -> {text:?}"
+            );
+            for segment in path.segments() {
+                assert!(!segment.is_empty() && segment != "." && segment != "..");
+            }
+            assert_eq!(
+                normalize(&text),
+                Ok(path),
+                "re-normalising {text:?} from {raw:?}"
+            );
+        }
+        assert!(
+            accepted > 1_000,
+            "generator too hostile: {accepted} accepted"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! The pingora `ProxyHttp` implementation: the only code that knows pingora's
+//! phases. `request_filter` asks [`Exchange::decide`] and either answers a
+//! refusal itself (returning `Ok(true)`) or stores the [`Forward`] in the
+//! context; `upstream_request_filter` applies it to the upstream request.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderValue, Uri};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::exchange::{Exchange, Forward, ForwardAuth};
+use crate::refusal::Refusal;
+use crate::upstream::Upstream;
+
+/// Client headers never forwarded: credentials (replaced by the exchange),
+/// forwarding headers (set by us from the socket, never trusted from the
+/// client) and method overrides (the policy classified the real method).
+const STRIPPED_HEADERS: [&str; 13] = [
+    "authorization",
+    "stream-auth-type",
+    "cookie",
+    "proxy-authorization",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-real-ip",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+pub struct GatewayProxy {
+    pub exchange: Exchange,
+    pub upstream: Arc<Upstream>,
+}
+
+#[derive(Default)]
+pub struct RequestCtx {
+    forward: Option<Forward>,
+    refusal: Option<Refusal>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes a refusal in Stream's error shape.
+async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    let body: Bytes = refusal.body();
+    let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    // A refused request's body was never read: do not reuse the connection
+    // unless there was none, or the next request would start mid-body.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        let decision = self.exchange.decide(
+            req.method.as_str(),
+            req.uri.path(),
+            req.uri.query(),
+            &req.headers,
+            unix_now(),
+        );
+        match decision {
+            Ok(forward) => {
+                ctx.forward = Some(forward);
+                Ok(false)
+            }
+            Err(refusal) => {
+                respond(session, &refusal).await?;
+                ctx.refusal = Some(refusal);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        Ok(Box::new(self.upstream.peer()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // request_filter refuses everything it did not classify, so reaching
+        // here without a Forward is a bug: fail closed.
+        let Some(forward) = ctx.forward.as_ref() else {
+            return Error::e_explain(InternalError, "no forwarding decision");
+        };
+        let uri: Uri = forward
+            .path_and_query
+            .parse()
+            .or_err(InternalError, "rebuilt path is not a valid URI")?;
+        upstream.set_uri(uri);
+        for h in STRIPPED_HEADERS {
+            upstream.remove_header(h);
+        }
+        match &forward.auth {
+            ForwardAuth::User { token, .. } => {
+                upstream.insert_header("authorization", token.header.clone())?;
+                upstream.insert_header("stream-auth-type", "jwt")?;
+            }
+            ForwardAuth::Anonymous => {
+                upstream.insert_header("stream-auth-type", "anonymous")?;
+            }
+        }
+        upstream.insert_header("host", self.upstream.settings.authority.as_str())?;
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let refusal = match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout => Refusal::UpstreamTimeout,
+            _ => match e.esource() {
+                ErrorSource::Upstream => Refusal::UpstreamUnavailable,
+                ErrorSource::Downstream => {
+                    // The client went away or sent garbage: nothing useful to say.
+                    return FailToProxy {
+                        error_code: 0,
+                        can_reuse_downstream: false,
+                    };
+                }
+                _ => Refusal::Internal,
+            },
+        };
+        let refusal = match e.etype() {
+            HTTPStatus(400) => Refusal::BadRequest("malformed request"),
+            _ => refusal,
+        };
+        if session.response_written().is_none() {
+            if let Err(err) = respond(session, &refusal).await {
+                tracing::debug!(error = %err, "could not send the error response");
+            }
+        }
+        if matches!(refusal, Refusal::Internal) {
+            tracing::error!(error = %e, "request failed inside the gateway");
+        } else {
+            tracing::warn!(error = %e, status = refusal.status(), "upstream request failed");
+        }
+        FailToProxy {
+            error_code: refusal.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let (tenant, operation) = match &ctx.forward {
+            Some(f) => (f.tenant.id.as_str(), f.operation.as_str()),
+            None => ("-", "-"),
+        };
+        tracing::debug!(
+            tenant,
+            operation,
+            status,
+            refusal = ctx.refusal.as_ref().map(|r| r.code()),
+            "request done"
+        );
+    }
+}

@@ -1,0 +1,192 @@
+//! Every refusal the gateway answers itself, and the one place that turns a
+//! refusal into Stream's error JSON and an HTTP status.
+//!
+//! Stream's SDKs decide what to do from the body's `code` (40 makes the JS SDK
+//! call its `tokenProvider` again and retry, with no retry limit), so the codes
+//! here are chosen with care: only a session that verified but has expired
+//! gets 40. Nothing in here ever includes a token, a cookie or a secret.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Stream's documented error-code page, sent as `more_info` like Stream does.
+pub const MORE_INFO: &str = "https://getstream.io/chat/docs/api_errors_response";
+
+/// Why the gateway refused a request. Variants are named for what went wrong;
+/// [`Refusal::status`] and [`Refusal::code`] map them to Stream's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// No `api_key`, or one no tenant has (Stream code 2).
+    UnknownApiKey,
+    /// No credential where one is required.
+    MissingCredential,
+    /// Two different credentials in one request (header and query, or repeats).
+    ConflictingCredentials,
+    /// Anonymous access asked for where the tenant does not allow it.
+    AnonymousNotAllowed,
+    /// Anonymous access asked for on a route that needs a user.
+    AnonymousRouteNotAllowed,
+    /// The session verified but has expired: code 40, so the SDK refreshes.
+    SessionExpired,
+    /// `nbf` in the future (code 41).
+    SessionNotYetValid,
+    /// `iat` in the future (code 42).
+    SessionIssuedInFuture,
+    /// Signature did not verify (code 43).
+    BadSignature,
+    /// Malformed token, wrong algorithm, wrong issuer/audience, bad user id (code 5).
+    InvalidSession(&'static str),
+    /// Server-side-only route (code 17).
+    ServerRoute,
+    /// Route not in the table and unknown routes are denied (code 17).
+    UnknownRoute,
+    /// Path failed normalisation (code 4).
+    BadPath(String),
+    /// Malformed request apart from the path (code 4).
+    BadRequest(&'static str),
+    /// Upstream refused the connection or failed mid-way (502).
+    UpstreamUnavailable,
+    /// Upstream did not answer within the configured timeout (504).
+    UpstreamTimeout,
+    /// Our own fault (500).
+    Internal,
+}
+
+#[derive(Serialize)]
+struct StreamErrorBody<'a> {
+    code: i32,
+    message: &'a str,
+    #[serde(rename = "StatusCode")]
+    status_code: u16,
+    duration: &'a str,
+    more_info: &'a str,
+    details: [u8; 0],
+}
+
+impl Refusal {
+    /// HTTP status, as Stream's docs table pairs it with the code.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::UnknownApiKey
+            | Refusal::MissingCredential
+            | Refusal::AnonymousNotAllowed
+            | Refusal::SessionExpired
+            | Refusal::SessionNotYetValid
+            | Refusal::SessionIssuedInFuture
+            | Refusal::BadSignature
+            | Refusal::InvalidSession(_) => 401,
+            Refusal::AnonymousRouteNotAllowed | Refusal::ServerRoute | Refusal::UnknownRoute => 403,
+            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
+            Refusal::UpstreamUnavailable => 502,
+            Refusal::UpstreamTimeout => 504,
+            Refusal::Internal => 500,
+        }
+    }
+
+    /// Stream error code (`code` in the body).
+    pub fn code(&self) -> i32 {
+        match self {
+            Refusal::UnknownApiKey => 2,
+            Refusal::MissingCredential
+            | Refusal::AnonymousNotAllowed
+            | Refusal::InvalidSession(_) => 5,
+            Refusal::SessionExpired => 40,
+            Refusal::SessionNotYetValid => 41,
+            Refusal::SessionIssuedInFuture => 42,
+            Refusal::BadSignature => 43,
+            Refusal::AnonymousRouteNotAllowed | Refusal::ServerRoute | Refusal::UnknownRoute => 17,
+            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
+            // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
+            Refusal::UpstreamTimeout => 23,
+            Refusal::UpstreamUnavailable | Refusal::Internal => -1,
+        }
+    }
+
+    /// Human-readable message; never carries client-supplied secrets.
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::UnknownApiKey => "api_key not found".into(),
+            Refusal::MissingCredential => {
+                "missing session token: send it in the Authorization header".into()
+            }
+            Refusal::ConflictingCredentials => {
+                "conflicting credentials: more than one session token in the request".into()
+            }
+            Refusal::AnonymousNotAllowed => "anonymous access is not enabled for this app".into(),
+            Refusal::AnonymousRouteNotAllowed => {
+                "anonymous users may not call this endpoint".into()
+            }
+            Refusal::SessionExpired => "session token is expired, please refresh it".into(),
+            Refusal::SessionNotYetValid => "session token is not valid yet (nbf)".into(),
+            Refusal::SessionIssuedInFuture => "session token used before issued at (iat)".into(),
+            Refusal::BadSignature => "session token signature is invalid".into(),
+            Refusal::InvalidSession(why) => format!("session token is not valid: {why}"),
+            Refusal::ServerRoute => {
+                "this endpoint is server-side only and cannot be called through the gateway".into()
+            }
+            Refusal::UnknownRoute => "this endpoint is not allowed through the gateway".into(),
+            Refusal::BadPath(why) => format!("bad request path: {why}"),
+            Refusal::BadRequest(why) => format!("bad request: {why}"),
+            Refusal::UpstreamUnavailable => "upstream Stream API is unavailable".into(),
+            Refusal::UpstreamTimeout => "upstream Stream API did not answer in time".into(),
+            Refusal::Internal => "internal gateway error".into(),
+        }
+    }
+
+    /// The JSON body in Stream's `APIError` shape.
+    pub fn body(&self) -> Bytes {
+        let message = self.message();
+        let body = StreamErrorBody {
+            code: self.code(),
+            message: &message,
+            status_code: self.status(),
+            duration: "0.00ms",
+            more_info: MORE_INFO,
+            details: [],
+        };
+        // Serialising a struct of plain strings and integers cannot fail.
+        Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_has_streams_api_error_shape() {
+        let v: serde_json::Value = serde_json::from_slice(&Refusal::SessionExpired.body()).unwrap();
+        assert_eq!(v["code"], 40);
+        assert_eq!(v["StatusCode"], 401);
+        assert_eq!(v["duration"], "0.00ms");
+        assert_eq!(v["more_info"], MORE_INFO);
+        assert_eq!(v["details"], serde_json::json!([]));
+        assert!(v["message"].as_str().unwrap().contains("expired"));
+    }
+
+    #[test]
+    fn only_expiry_is_code_40() {
+        let all = [
+            Refusal::UnknownApiKey,
+            Refusal::MissingCredential,
+            Refusal::ConflictingCredentials,
+            Refusal::AnonymousNotAllowed,
+            Refusal::AnonymousRouteNotAllowed,
+            Refusal::SessionNotYetValid,
+            Refusal::SessionIssuedInFuture,
+            Refusal::BadSignature,
+            Refusal::InvalidSession("x"),
+            Refusal::ServerRoute,
+            Refusal::UnknownRoute,
+            Refusal::BadPath("x".into()),
+            Refusal::BadRequest("x"),
+            Refusal::UpstreamUnavailable,
+            Refusal::UpstreamTimeout,
+            Refusal::Internal,
+        ];
+        for r in all {
+            assert_ne!(r.code(), 40, "{r:?}");
+        }
+        assert_eq!(Refusal::SessionExpired.code(), 40);
+    }
+}

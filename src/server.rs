@@ -1,0 +1,84 @@
+//! Builds the pingora server from validated [`Settings`]: the proxy service
+//! on `server.listen`, the admin service on `server.admin_listen`, and the
+//! upstream resolver. pingora's own YAML config is not used; its `-u`
+//! (graceful upgrade) and `-d` (daemon) flags keep their meaning.
+
+use std::sync::Arc;
+
+use pingora::prelude::*;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::config::Settings;
+use crate::exchange::Exchange;
+use crate::proxy::GatewayProxy;
+use crate::tenant::Tenants;
+use crate::upstream::{Resolver, Upstream};
+
+/// Process-level flags shared with pingora.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunFlags {
+    pub upgrade: bool,
+    pub daemon: bool,
+}
+
+/// Builds the server; fails before anything binds.
+pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
+    let mut conf = ServerConf {
+        threads: settings.server.threads,
+        daemon: flags.daemon,
+        ..ServerConf::default()
+    };
+    if let Some(p) = &settings.server.pid_file {
+        conf.pid_file = p.clone();
+    }
+    if let Some(p) = &settings.server.upgrade_sock {
+        conf.upgrade_sock = p.clone();
+    }
+    conf.grace_period_seconds = settings.server.grace_period.map(|d| d.as_secs());
+    conf.graceful_shutdown_timeout_seconds = settings
+        .server
+        .graceful_shutdown_timeout
+        .map(|d| d.as_secs());
+
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        ..Opt::default()
+    };
+    let upstream = Arc::new(Upstream::resolve(settings.upstream)?);
+
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let gateway = GatewayProxy {
+        exchange: Exchange {
+            tenants: Tenants::new(settings.tenants),
+            policy: settings.policy,
+        },
+        upstream: Arc::clone(&upstream),
+    };
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        gateway,
+        "stream-gateway",
+    );
+    proxy.add_tcp(&settings.server.listen.to_string());
+    server.add_service(proxy);
+
+    if let Some(admin_addr) = settings.server.admin_listen {
+        let mut admin = Service::new(
+            "admin".to_string(),
+            Admin {
+                listen: settings.server.listen,
+            },
+        );
+        admin.threads = Some(1);
+        admin.add_tcp(&admin_addr.to_string());
+        server.add_service(admin);
+    }
+    server.add_service(background_service("upstream resolver", Resolver(upstream)));
+    Ok(server)
+}

@@ -1,0 +1,144 @@
+//! Mints the per-user Stream JWT (`{"user_id", "iat", "exp"}`, HS256 with the
+//! tenant's Stream secret) and caches it per user.
+//!
+//! A cached token is handed out only while at least a quarter of its life is
+//! left, so a request never reaches Stream with a token about to expire; past
+//! that point the next request mints a fresh one. The clock is a parameter so
+//! refresh is tested without sleeping. The cache is bounded (moka, LRU-ish)
+//! and entries also expire after the token's TTL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use jsonwebtoken::{encode, EncodingKey, Header};
+use serde::Serialize;
+
+use crate::config::Secret;
+
+/// A minted Stream token, ready to put in the `Authorization` header.
+#[derive(Debug)]
+pub struct Minted {
+    pub header: HeaderValue,
+    pub iat: u64,
+    pub exp: u64,
+    refresh_at: u64,
+}
+
+impl Minted {
+    pub fn token(&self) -> &str {
+        // Built from base64url text, so always visible ASCII.
+        self.header.to_str().unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+struct Claims<'a> {
+    user_id: &'a str,
+    iat: u64,
+    exp: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error("token is not a valid header value")]
+    Header,
+}
+
+pub struct TokenMinter {
+    key: EncodingKey,
+    header: Header,
+    ttl: u64,
+    cache: moka::sync::Cache<String, Arc<Minted>>,
+}
+
+impl TokenMinter {
+    pub fn new(secret: &Secret, ttl: Duration, capacity: u64) -> TokenMinter {
+        TokenMinter {
+            key: EncodingKey::from_secret(secret.expose()),
+            header: Header::new(jsonwebtoken::Algorithm::HS256),
+            ttl: ttl.as_secs().max(1),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+
+    /// A token for `user_id` with life left at `now`: cached, or minted now.
+    pub fn token_for(&self, user_id: &str, now: u64) -> Result<Arc<Minted>, MintError> {
+        if let Some(t) = self.cache.get(user_id) {
+            if now < t.refresh_at {
+                return Ok(t);
+            }
+        }
+        let minted = Arc::new(self.mint(user_id, now)?);
+        self.cache.insert(user_id.to_string(), Arc::clone(&minted));
+        Ok(minted)
+    }
+
+    fn mint(&self, user_id: &str, now: u64) -> Result<Minted, MintError> {
+        let exp = now + self.ttl;
+        let token = encode(
+            &self.header,
+            &Claims {
+                user_id,
+                iat: now,
+                exp,
+            },
+            &self.key,
+        )?;
+        Ok(Minted {
+            header: HeaderValue::from_str(&token).map_err(|_| MintError::Header)?,
+            iat: now,
+            exp,
+            refresh_at: now + self.ttl * 3 / 4,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{decode, DecodingKey, Validation};
+
+    fn minter(ttl: u64) -> TokenMinter {
+        TokenMinter::new(
+            &Secret::from_bytes("stream-secret"),
+            Duration::from_secs(ttl),
+            100,
+        )
+    }
+
+    #[test]
+    fn minted_token_is_streams_user_token() {
+        let t = minter(3600).token_for("alice", 1_000).unwrap();
+        let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let data =
+            decode::<serde_json::Value>(t.token(), &DecodingKey::from_secret(b"stream-secret"), &v)
+                .unwrap();
+        assert_eq!(
+            data.claims,
+            serde_json::json!({"user_id": "alice", "iat": 1000, "exp": 4600})
+        );
+        assert!(!t.token().starts_with("Bearer"));
+    }
+
+    #[test]
+    fn cached_until_three_quarters_of_ttl_then_reminted() {
+        let m = minter(100);
+        let a = m.token_for("u", 1_000).unwrap();
+        let b = m.token_for("u", 1_074).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "reused while life is left");
+        let c = m.token_for("u", 1_075).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "re-minted before expiry");
+        assert_eq!(c.iat, 1_075);
+        assert_eq!(c.exp, 1_175);
+        let other = m.token_for("v", 1_000).unwrap();
+        assert_ne!(other.token(), a.token());
+    }
+}

@@ -1,0 +1,44 @@
+//! Tenants: one Stream app each (key, secret, session source, token cache),
+//! looked up by the `api_key` the client sends.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::TenantSettings;
+use crate::session::JwtVerifier;
+use crate::stream_token::TokenMinter;
+
+pub struct Tenant {
+    pub id: String,
+    pub api_key: String,
+    pub allow_anonymous: bool,
+    pub session: Option<JwtVerifier>,
+    pub minter: TokenMinter,
+}
+
+pub struct Tenants {
+    by_key: HashMap<String, Arc<Tenant>>,
+}
+
+impl Tenants {
+    pub fn new(settings: Vec<TenantSettings>) -> Tenants {
+        let by_key = settings
+            .into_iter()
+            .map(|t| {
+                let tenant = Tenant {
+                    minter: TokenMinter::new(&t.api_secret, t.stream_token_ttl, t.token_cache_size),
+                    id: t.id,
+                    api_key: t.api_key.clone(),
+                    allow_anonymous: t.allow_anonymous,
+                    session: t.session,
+                };
+                (t.api_key, Arc::new(tenant))
+            })
+            .collect();
+        Tenants { by_key }
+    }
+
+    pub fn by_api_key(&self, key: &str) -> Option<&Arc<Tenant>> {
+        self.by_key.get(key)
+    }
+}

@@ -1,0 +1,181 @@
+//! Shared integration-test harness: the fake Stream upstream, the gateway launcher,
+//! token builders and response assertions. Each test file does `mod common;` and uses
+//! only some of it, hence the `dead_code` (and, for the re-exports,
+//! `unused_imports`) allowance.
+#![allow(dead_code, unused_imports)]
+
+pub mod fake_stream;
+pub mod gateway;
+
+pub use fake_stream::{stream_error_json, FakeStream, Recorded, StreamAuth};
+pub use gateway::{run_cli, Gateway};
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+/// Unix time in seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock before 1970")
+        .as_secs() as i64
+}
+
+/// An HS-signed JWT. `alg` is one of "HS256", "HS384", "HS512"; header is
+/// `{"typ":"JWT","alg":alg}`.
+pub fn hs_token(alg: &str, secret: &str, claims: serde_json::Value) -> String {
+    let alg = match alg {
+        "HS256" => Algorithm::HS256,
+        "HS384" => Algorithm::HS384,
+        "HS512" => Algorithm::HS512,
+        other => panic!("hs_token: unsupported alg {other:?} (use HS256/HS384/HS512)"),
+    };
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("encode HS token")
+}
+
+/// An unsigned token: header `{"alg":"none","typ":"JWT"}`, the claims, and an empty
+/// signature (`xxx.yyy.`).
+pub fn none_token(claims: serde_json::Value) -> String {
+    format!(
+        "{}.{}.",
+        b64_json(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64_json(&claims)
+    )
+}
+
+/// A token with an arbitrary `header` JSON, signed with HMAC-SHA256 over
+/// `b64(header).b64(claims)` using `hmac_key` bytes, whatever the header's `alg` says
+/// (for alg-confusion tests: header RS256, HMAC keyed with the public key PEM).
+pub fn forged_token(
+    header: serde_json::Value,
+    claims: serde_json::Value,
+    hmac_key: &[u8],
+) -> String {
+    let message = format!("{}.{}", b64_json(&header), b64_json(&claims));
+    let sig = jsonwebtoken::crypto::sign(
+        message.as_bytes(),
+        &EncodingKey::from_secret(hmac_key),
+        Algorithm::HS256,
+    )
+    .expect("HMAC-SHA256 sign");
+    format!("{message}.{sig}")
+}
+
+/// base64url (no padding) of the JSON serialization of `v`.
+pub fn b64_json(v: &serde_json::Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("serialize JSON"))
+}
+
+/// Decodes the claims (middle part) of a JWT without verifying it.
+pub fn jwt_claims(token: &str) -> serde_json::Value {
+    let part = token
+        .split('.')
+        .nth(1)
+        .unwrap_or_else(|| panic!("not a JWT: {token:?}"));
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap_or_else(|e| panic!("JWT claims not base64url ({e}): {token:?}"));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("JWT claims not JSON ({e})"))
+}
+
+/// A reqwest client for talking to the gateway: no proxy, no automatic
+/// decompression (reqwest is built without the gzip feature), 10 s timeout.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("build reqwest client")
+}
+
+/// Asserts `resp` is an error in Stream's shape: the given HTTP `status`, a JSON
+/// content type, and a body with `code` == `code`, a non-empty string `message`,
+/// `StatusCode` == `status`, string `duration`, string `more_info` and array
+/// `details`. Returns the body JSON.
+///
+/// It does not care who produced it; use [`assert_gateway_refusal`] to also require
+/// that the answer did not come from the fake upstream.
+pub async fn assert_stream_error(
+    resp: reqwest::Response,
+    status: u16,
+    code: i64,
+) -> serde_json::Value {
+    let got_status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("<non-ascii>").to_string());
+    let bytes = resp.bytes().await.expect("read error response body");
+    let text = String::from_utf8_lossy(&bytes);
+    let ctx = || {
+        format!(
+            "status {got_status}, content-type {content_type:?}, headers {headers:?}, body: {text}"
+        )
+    };
+
+    assert_eq!(got_status, status, "unexpected HTTP status; {}", ctx());
+    let ct = content_type
+        .clone()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    assert!(
+        ct.split(';').next().map(str::trim) == Some("application/json"),
+        "content-type is not application/json; {}",
+        ctx()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}); {}", ctx()));
+    assert!(body.is_object(), "error body is not an object; {}", ctx());
+    assert_eq!(body["code"].as_i64(), Some(code), "wrong `code`; {}", ctx());
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "`message` must be a non-empty string; {}",
+        ctx()
+    );
+    assert_eq!(
+        body["StatusCode"].as_i64(),
+        Some(i64::from(status)),
+        "`StatusCode` must equal the HTTP status; {}",
+        ctx()
+    );
+    assert!(
+        body["duration"].is_string(),
+        "`duration` must be a string; {}",
+        ctx()
+    );
+    assert!(
+        body["more_info"].is_string(),
+        "`more_info` must be a string; {}",
+        ctx()
+    );
+    assert!(
+        body["details"].is_array(),
+        "`details` must be an array; {}",
+        ctx()
+    );
+    body
+}
+
+/// [`assert_stream_error`] plus: the response must not carry `x-fake-upstream`, i.e.
+/// the gateway answered itself instead of relaying an upstream answer.
+pub async fn assert_gateway_refusal(
+    resp: reqwest::Response,
+    status: u16,
+    code: i64,
+) -> serde_json::Value {
+    assert!(
+        resp.headers().get("x-fake-upstream").is_none(),
+        "expected a gateway refusal but the response came from the fake upstream: status {}, headers {:?}",
+        resp.status(),
+        resp.headers()
+    );
+    assert_stream_error(resp, status, code).await
+}
