@@ -27,6 +27,8 @@ pub enum PathError {
     Semicolon,
     #[error("path climbs above the root")]
     AboveRoot,
+    #[error("path contains an encoded '%' (double encoding)")]
+    EncodedPercent,
     #[error("path contains a malformed percent-escape")]
     BadPercentEncoding,
     #[error("path is longer than {} bytes", MAX_PATH_BYTES)]
@@ -102,8 +104,9 @@ pub fn normalize(raw_path: &str) -> Result<NormalizedPath, PathError> {
 }
 
 /// One round of percent-decoding, limited to unreserved characters, so that a
-/// byte has exactly one spelling in the output. A second round is never done:
-/// `%252e` must stay data, not become a dot segment.
+/// byte has exactly one spelling in the output. An encoded `%` (`%25`) is
+/// refused: `%252e` would be data to us but a dot segment to any hop that
+/// decodes twice, and no Stream id (user, channel, message) contains `%`.
 fn decode_segment(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     let mut out = String::with_capacity(bytes.len());
@@ -119,6 +122,9 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
             let value = (high << 4) | low;
             if value == b'/' {
                 return Err(PathError::EncodedSlash);
+            }
+            if value == b'%' {
+                return Err(PathError::EncodedPercent);
             }
             refuse_byte(value)?;
             if is_unreserved(value) {
@@ -208,8 +214,9 @@ mod tests {
             ("/channels/./x/.", ok("/channels/x")),
             ("/a/b/../../c", ok("/c")),
             ("/a/..", ok("/")),
-            ("/a/%252e%252e/b", ok("/a/%252e%252e/b")),
-            ("/a/%252E/b", ok("/a/%252E/b")),
+            ("/a/%252e%252e/b", Err(EncodedPercent)),
+            ("/a/%252E/b", Err(EncodedPercent)),
+            ("/a/%25", Err(EncodedPercent)),
             ("/a/...", ok("/a/...")),
             ("/a/..x/.b", ok("/a/..x/.b")),
             ("/%41pp", ok("/App")),

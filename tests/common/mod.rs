@@ -179,3 +179,84 @@ pub async fn assert_gateway_refusal(
     );
     assert_stream_error(resp, status, code).await
 }
+
+/// The standard test tenant: its key, Stream secret and session secret.
+pub const API_KEY: &str = "acme-key";
+pub const STREAM_SECRET: &str = "acme-stream-secret";
+pub const SESSION_SECRET: &str = "acme-session-secret";
+
+/// A gateway config for one tenant (`API_KEY`, HS256 sessions signed with
+/// `SESSION_SECRET`) in front of `upstream`. `tenant_extra` is inserted in
+/// the `[[tenants]]` table, `top_extra` at the end (e.g. `[policy]`).
+pub fn gateway_config(upstream: &str, tenant_extra: &str, top_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "@LISTEN@"
+admin_listen = "@ADMIN@"
+threads = 1
+
+[upstream]
+url = "{upstream}"
+connect_timeout = "2s"
+read_timeout = "5s"
+
+[[tenants]]
+id = "acme"
+api_key = "{API_KEY}"
+api_secret = "{STREAM_SECRET}"
+{tenant_extra}
+
+[tenants.session]
+type = "jwt"
+algorithms = ["HS256"]
+secret = "{SESSION_SECRET}"
+
+{top_extra}
+"#
+    )
+}
+
+/// A session token for `user` valid for ten minutes.
+pub fn session_for(user: &str) -> String {
+    hs_token(
+        "HS256",
+        SESSION_SECRET,
+        serde_json::json!({"sub": user, "iat": now(), "exp": now() + 600}),
+    )
+}
+
+/// A raw HTTP/1.1 exchange over a fresh TCP connection, for requests a
+/// normal client would rewrite (dot segments, backslashes, odd bytes).
+/// Returns (status, lowercase header pairs, body). `Connection: close` is
+/// added, so the body is everything until EOF.
+pub fn raw_request(
+    addr: std::net::SocketAddr,
+    head: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to gateway");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set timeout");
+    let head = head.trim_end_matches("\r\n");
+    s.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .expect("write request");
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response head: {:?}", String::from_utf8_lossy(&buf)));
+    let text = String::from_utf8_lossy(&buf[..split]).to_string();
+    let mut lines = text.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {text}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, buf[split + 4..].to_vec())
+}
