@@ -103,9 +103,36 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Settings, ConfigErrors> {
                 format!(" (line {line}, column {col})")
             })
             .unwrap_or_default();
-        ConfigErrors(vec![format!("config: {}{at}", e.message().trim())])
+        ConfigErrors(vec![format!(
+            "config: {}{at}",
+            redact_values(e.message().trim())
+        )])
     })?;
     validate::validate(raw, base_dir)
+}
+
+/// serde's "invalid type/value" messages quote the offending value, which
+/// may be a secret written with the wrong type (`api_secret = 1234...`):
+/// keep the kinds, drop the quoted values. Other messages quote only key
+/// and variant names, which are safe and useful.
+fn redact_values(msg: &str) -> String {
+    if !(msg.starts_with("invalid type") || msg.starts_with("invalid value")) {
+        return msg.to_string();
+    }
+    let mut out = String::with_capacity(msg.len());
+    let mut quote: Option<char> = None;
+    for c in msg.chars() {
+        match quote {
+            Some(q) if c == q => {
+                quote = None;
+                out.push_str("<redacted>");
+            }
+            Some(_) => {}
+            None if c == '`' || c == '"' => quote = Some(c),
+            None => out.push(c),
+        }
+    }
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -113,4 +140,20 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_errors_do_not_echo_values() {
+        let text = "[server]\nlisten = \"127.0.0.1:1\"\n[upstream]\nurl = \"http://127.0.0.1:2\"\n[[tenants]]\nid = \"a\"\napi_key = \"k\"\napi_secret = 918273645546372819\n";
+        let err = parse(text, Path::new(".")).err().unwrap().to_string();
+        assert!(!err.contains("918273645546372819"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+        let err = redact_values("invalid type: string \"hunter2\", expected a boolean");
+        assert_eq!(err, "invalid type: string <redacted>, expected a boolean");
+        assert_eq!(redact_values("unknown field `foo`"), "unknown field `foo`");
+    }
 }

@@ -123,20 +123,23 @@ fn addr(key: &str, value: &str, p: &mut Problems) -> Option<SocketAddr> {
 
 fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
     let listen = addr("server.listen", &s.listen, p);
-    let admin_listen = match &s.admin_listen {
-        Some(a) => Some(addr("server.admin_listen", a, p)?),
-        None => None,
-    };
+    let admin_listen = s
+        .admin_listen
+        .as_ref()
+        .map(|a| addr("server.admin_listen", a, p));
     let threads = s.threads.unwrap_or(file::DEFAULT_THREADS);
     if threads == 0 {
         p.add("server.threads: must be at least 1");
     }
-    if listen.is_some() && listen == admin_listen {
+    if listen.is_some() && admin_listen == Some(listen) {
         p.add("server.admin_listen: must differ from server.listen");
     }
     Some(ServerSettings {
         listen: listen?,
-        admin_listen,
+        admin_listen: match admin_listen {
+            Some(a) => Some(a?),
+            None => None,
+        },
         threads,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
@@ -146,6 +149,19 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
 }
 
 fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSettings> {
+    let timeout = |v: Option<std::time::Duration>, d| v.unwrap_or(d);
+    let connect_timeout = timeout(u.connect_timeout, file::DEFAULT_CONNECT_TIMEOUT);
+    let read_timeout = timeout(u.read_timeout, file::DEFAULT_READ_TIMEOUT);
+    let write_timeout = timeout(u.write_timeout, file::DEFAULT_WRITE_TIMEOUT);
+    for (k, v) in [
+        ("connect_timeout", connect_timeout),
+        ("read_timeout", read_timeout),
+        ("write_timeout", write_timeout),
+    ] {
+        if v.is_zero() {
+            p.add(format!("upstream.{k}: must be more than 0s"));
+        }
+    }
     let (tls, rest) = if let Some(r) = u.url.strip_prefix("https://") {
         (true, r)
     } else if let Some(r) = u.url.strip_prefix("http://") {
@@ -167,8 +183,7 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
         }
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let timeout = |v: Option<std::time::Duration>, d| v.unwrap_or(d);
-    let out = UpstreamSettings {
+    Some(UpstreamSettings {
         tls,
         host: uri
             .host()
@@ -177,21 +192,11 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
             .to_string(),
         port,
         authority: authority.to_string(),
-        connect_timeout: timeout(u.connect_timeout, file::DEFAULT_CONNECT_TIMEOUT),
-        read_timeout: timeout(u.read_timeout, file::DEFAULT_READ_TIMEOUT),
-        write_timeout: timeout(u.write_timeout, file::DEFAULT_WRITE_TIMEOUT),
+        connect_timeout,
+        read_timeout,
+        write_timeout,
         idle_timeout: timeout(u.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
-    };
-    for (k, v) in [
-        ("connect_timeout", out.connect_timeout),
-        ("read_timeout", out.read_timeout),
-        ("write_timeout", out.write_timeout),
-    ] {
-        if v.is_zero() {
-            p.add(format!("upstream.{k}: must be more than 0s"));
-        }
-    }
-    Some(out)
+    })
 }
 
 fn policy(s: &file::PolicySection, p: &mut Problems) -> Option<Policy> {
@@ -218,8 +223,28 @@ fn policy(s: &file::PolicySection, p: &mut Problems) -> Option<Policy> {
     let deny = rules("deny", &s.deny, p);
     match Policy::new(unknown, &allow, &deny) {
         Ok(policy) => Some(policy),
-        Err(e) => {
-            p.add(format!("policy: {e}"));
+        Err(first) => {
+            // Policy::new stops at the first bad rule; try each alone so
+            // every bad rule is reported (start-up only, the table is small).
+            let before = p.0.len();
+            for (key, rule, is_allow) in allow
+                .iter()
+                .map(|r| ("allow", r, true))
+                .chain(deny.iter().map(|r| ("deny", r, false)))
+            {
+                let one = std::slice::from_ref(rule);
+                let res = if is_allow {
+                    Policy::new(unknown, one, &[])
+                } else {
+                    Policy::new(unknown, &[], one)
+                };
+                if let Err(e) = res {
+                    p.add(format!("policy.{key}: {e}"));
+                }
+            }
+            if p.0.len() == before {
+                p.add(format!("policy: {first}"));
+            }
             None
         }
     }
