@@ -71,7 +71,8 @@ impl Exchange {
                     verifier
                         .verify(&token, now)
                         .map_err(|e| e.refusal())?
-                        .user_id,
+                        .user_id
+                        .clone(),
                 )
             }
             Credential::Anonymous if tenant.allow_anonymous => None,

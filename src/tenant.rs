@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::TenantSettings;
-use crate::session::JwtVerifier;
+use crate::session::CachedVerifier;
 use crate::stream_token::TokenMinter;
 
 pub struct Tenant {
     pub id: String,
     pub api_key: String,
     pub allow_anonymous: bool,
-    pub session: Option<JwtVerifier>,
+    pub session: Option<CachedVerifier>,
     pub minter: TokenMinter,
 }
 
@@ -30,7 +30,9 @@ impl Tenants {
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,
-                    session: t.session,
+                    session: t
+                        .session
+                        .map(|v| CachedVerifier::new(v, t.token_cache_size)),
                 };
                 (t.api_key, Arc::new(tenant))
             })

@@ -378,3 +378,23 @@ fn normalisation_bypass_attempts_are_refused() {
     }
     assert_upstream_untouched(&fake);
 }
+
+#[tokio::test]
+async fn a_session_that_expires_after_being_used_gets_code_40() {
+    // The first request verifies and caches the session; the expiry is still
+    // checked on every later request.
+    let (fake, gw) = setup("", "");
+    let exp = now() + 2;
+    let t = hs_token("HS256", SESSION_SECRET, json!({"sub": "alice", "exp": exp}));
+    let q = format!("/app?api_key={API_KEY}");
+    assert_eq!(get(&gw, &q, Some(&t)).await.status(), 200);
+    assert_eq!(fake.requests().len(), 1);
+    let wait = (exp + 1 - now()).max(0) as u64;
+    tokio::time::sleep(std::time::Duration::from_millis(wait * 1000 + 100)).await;
+    assert_gateway_refusal(get(&gw, &q, Some(&t)).await, 401, 40).await;
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "the expired request was not forwarded"
+    );
+}

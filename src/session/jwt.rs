@@ -98,6 +98,11 @@ impl JwtVerifier {
         })
     }
 
+    /// Clock skew allowed on `exp`/`nbf`/`iat`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.leeway
+    }
+
     /// Verifies `token` at Unix time `now`.
     pub fn verify(&self, token: &str, now: u64) -> Result<Session, SessionError> {
         use jsonwebtoken::errors::ErrorKind as K;

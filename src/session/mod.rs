@@ -1,12 +1,15 @@
 //! Session sources: turn the app's credential into a verified user.
 //!
-//! Only static-key JWT sessions live here so far (`jwt`). A verified
+//! Only static-key JWT sessions live here so far (`jwt`), behind a cache of
+//! verified tokens (`cache`). A verified
 //! [`Session`] carries a user id that already satisfies Stream's user-id
 //! rules, so nothing downstream has to re-check it.
 
+mod cache;
 mod jwt;
 mod user_id;
 
+pub use cache::{CachedVerifier, CACHE_TTL};
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
 pub use user_id::{valid_user_id, MAX_USER_ID_LEN};
 
