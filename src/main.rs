@@ -10,6 +10,10 @@ use stream_gateway::config;
 use stream_gateway::policy::{Policy, UnknownRoutes};
 use stream_gateway::server::{self, RunFlags};
 
+#[cfg(not(feature = "system-alloc"))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "stream-gateway",

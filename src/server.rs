@@ -29,6 +29,10 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     let mut conf = ServerConf {
         threads: settings.server.threads,
         daemon: flags.daemon,
+        // Off by default: one single-threaded runtime per thread, connections
+        // spread at random (pingora's NoStealRuntime). Measured faster here
+        // than tokio's work-stealing runtime (benches/README.md).
+        work_stealing: settings.server.work_stealing,
         ..ServerConf::default()
     };
     if let Some(p) = &settings.server.pid_file {

@@ -36,6 +36,8 @@ pub struct ServerSection {
     pub listen: String,
     pub admin_listen: Option<String>,
     pub threads: Option<usize>,
+    #[serde(default)]
+    pub work_stealing: bool,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     #[serde(default, with = "humantime_serde")]

@@ -32,6 +32,7 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     pub admin_listen: Option<SocketAddr>,
     pub threads: usize,
+    pub work_stealing: bool,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<Duration>,

@@ -141,6 +141,7 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
             None => None,
         },
         threads,
+        work_stealing: s.work_stealing,
         pid_file: s.pid_file.clone(),
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period: s.grace_period,
