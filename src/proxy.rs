@@ -79,6 +79,11 @@ impl ProxyHttp for GatewayProxy {
         RequestCtx::default()
     }
 
+    /// No downstream modules: pingora's default adds a (disabled) response
+    /// compression module that still runs on every response, and the
+    /// gateway passes upstream encodings through untouched anyway.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         let decision = self.exchange.decide(
