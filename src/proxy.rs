@@ -55,6 +55,17 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The IP as a header value, formatted on the stack (no String per request).
+fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // An IPv6 address is at most 45 bytes: the write cannot run out of room.
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Writes a refusal in Stream's error shape.
 async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let body: Bytes = refusal.body();
@@ -130,8 +141,17 @@ impl ProxyHttp for GatewayProxy {
             .parse()
             .or_err(InternalError, "rebuilt path is not a valid URI")?;
         upstream.set_uri(uri);
-        for h in STRIPPED_HEADERS {
-            upstream.remove_header(h);
+        // One pass over the (few) headers present, then remove only what is
+        // there: thirteen blind removals cost more than the rest of the
+        // header rewrite (measured with callgrind, benches/README.md).
+        let mut present = [false; STRIPPED_HEADERS.len()];
+        for name in upstream.headers.keys() {
+            if let Some(i) = STRIPPED_HEADERS.iter().position(|h| name.as_str() == *h) {
+                present[i] = true;
+            }
+        }
+        for (h, _) in STRIPPED_HEADERS.iter().zip(present).filter(|(_, p)| *p) {
+            upstream.remove_header(*h);
         }
         match &forward.auth {
             ForwardAuth::User { token, .. } => {
@@ -148,7 +168,7 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip())
         {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+            upstream.insert_header("x-forwarded-for", ip_header(ip))?;
         }
         upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         Ok(())

@@ -51,7 +51,7 @@ pub struct TokenMinter {
     key: EncodingKey,
     header: Header,
     ttl: u64,
-    cache: moka::sync::Cache<String, Arc<Minted>>,
+    cache: moka::sync::Cache<String, Arc<Minted>, ahash::RandomState>,
 }
 
 impl TokenMinter {
@@ -63,7 +63,7 @@ impl TokenMinter {
             cache: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(ahash::RandomState::new()),
         }
     }
 
