@@ -14,6 +14,10 @@ use crate::query::{self, is_key};
 use crate::refusal::Refusal;
 use crate::stream_token::Minted;
 use crate::tenant::{Tenant, Tenants};
+use crate::websocket;
+
+/// The operation name of `GET /connect` in the route table.
+pub const CONNECT_OPERATION: &str = "Connect";
 
 /// Query parameters the gateway owns: the client's values never go upstream.
 const OWNED_PARAMS: [&str; 3] = ["api_key", "authorization", "stream-auth-type"];
@@ -26,6 +30,10 @@ pub struct Forward {
     pub auth: ForwardAuth,
     pub operation: String,
     pub template: String,
+    /// A websocket upgrade of `/connect`.
+    pub websocket: bool,
+    /// `exp` of the session, for user requests.
+    pub session_expires_at: Option<u64>,
 }
 
 pub enum ForwardAuth {
@@ -39,12 +47,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// `websocket`: the request asks for a websocket upgrade.
     pub fn decide(
         &self,
         method: &str,
         path: &str,
         raw_query: Option<&str>,
         headers: &HeaderMap,
+        websocket: bool,
         now: u64,
     ) -> Result<Forward, Refusal> {
         let pairs = query::parse(raw_query.unwrap_or("")).map_err(Refusal::BadRequest)?;
@@ -67,13 +77,8 @@ impl Exchange {
                 let verifier = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
                     "this app accepts anonymous users only",
                 ))?;
-                Some(
-                    verifier
-                        .verify(&token, now)
-                        .map_err(|e| e.refusal())?
-                        .user_id
-                        .clone(),
-                )
+                let session = verifier.verify(&token, now).map_err(|e| e.refusal())?;
+                Some((session.user_id.clone(), session.expires_at))
             }
             Credential::Anonymous if tenant.allow_anonymous => None,
             Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed),
@@ -91,11 +96,47 @@ impl Exchange {
             Decision::BadPath(e) => return Err(Refusal::BadPath(e.to_string())),
         };
 
+        let connect = operation == CONNECT_OPERATION;
+        if websocket && !connect {
+            return Err(Refusal::BadRequest(
+                "websocket upgrades are only allowed on /connect",
+            ));
+        }
+        // /connect carries its payload in `json`; it is checked (identity
+        // binding, no app token inside) and forwarded re-serialised.
+        let connect_json = if connect {
+            let mut json: Option<&str> = None;
+            for p in pairs.iter().filter(|p| is_key(p, "json")) {
+                match json {
+                    Some(j) if j != p.value => {
+                        return Err(Refusal::BadRequest("more than one json parameter"))
+                    }
+                    _ => json = Some(&p.value),
+                }
+            }
+            let json = json.ok_or(Refusal::BadRequest(
+                "the json parameter is required on /connect",
+            ))?;
+            Some(websocket::check_connect_json(
+                json,
+                user.as_ref().map(|(u, _)| u.as_str()),
+            )?)
+        } else {
+            None
+        };
+
         let sent_user_id = pairs.iter().any(|p| is_key(p, "user_id"));
-        let drop =
-            |p: &query::Pair<'_>| OWNED_PARAMS.iter().any(|k| is_key(p, k)) || is_key(p, "user_id");
-        let (auth, q) = match user {
-            Some(user_id) => {
+        let drop = |p: &query::Pair<'_>| {
+            OWNED_PARAMS.iter().any(|k| is_key(p, k))
+                || is_key(p, "user_id")
+                || (connect && is_key(p, "json"))
+        };
+        let mut append: Vec<(&str, &str)> = vec![("api_key", tenant.api_key.as_str())];
+        if let Some(j) = &connect_json {
+            append.push(("json", j.as_str()));
+        }
+        let (auth, q, session_expires_at) = match user {
+            Some((user_id, expires_at)) => {
                 let token = tenant.minter.token_for(&user_id, now).map_err(|e| {
                     tracing::error!(tenant = %tenant.id, error = %e, "minting a Stream token failed");
                     Refusal::Internal
@@ -103,19 +144,27 @@ impl Exchange {
                 // The SDK sends user_id=<self> on every call; Stream treats it
                 // as "act as this user" for server tokens, so it is always
                 // overwritten with the session's user, never trusted.
-                let mut append = vec![("api_key", tenant.api_key.as_str())];
                 if sent_user_id {
                     append.push(("user_id", user_id.as_str()));
                 }
+                // Stream reads a websocket's credentials from the query.
+                if connect {
+                    append.push(("authorization", token.token()));
+                    append.push(("stream-auth-type", "jwt"));
+                }
                 let q = query::rebuild(&pairs, drop, &append);
-                (ForwardAuth::User { user_id, token }, q)
+                (ForwardAuth::User { user_id, token }, q, Some(expires_at))
             }
             None => {
                 if operation == crate::policy::UNKNOWN_OPERATION {
                     return Err(Refusal::AnonymousRouteNotAllowed);
                 }
-                let q = query::rebuild(&pairs, drop, &[("api_key", tenant.api_key.as_str())]);
-                (ForwardAuth::Anonymous, q)
+                if connect {
+                    append.push(("authorization", ""));
+                    append.push(("stream-auth-type", "anonymous"));
+                }
+                let q = query::rebuild(&pairs, drop, &append);
+                (ForwardAuth::Anonymous, q, None)
             }
         };
         let path_and_query = if q.is_empty() {
@@ -129,6 +178,8 @@ impl Exchange {
             auth,
             operation,
             template,
+            websocket,
+            session_expires_at,
         })
     }
 }

@@ -61,6 +61,7 @@ fn forwards_client_route_with_swapped_query() {
         "//channels/messaging/general/",
         Some("api_key=k1&user_id=mallory&authorization=x&state=true"),
         &auth(&format!("Bearer {}", session("alice", NOW + 60))),
+        false,
         NOW,
     );
     // header token and a different query token conflict
@@ -71,6 +72,7 @@ fn forwards_client_route_with_swapped_query() {
             "//channels/messaging/general/",
             Some("api_key=k1&user_id=mallory&state=true"),
             &auth(&format!("Bearer {}", session("alice", NOW + 60))),
+            false,
             NOW,
         )
         .unwrap();
@@ -152,7 +154,7 @@ fn refusals_in_flow_order() {
         ),
     ];
     for (m, p, q, h, want) in cases {
-        let got = x.decide(m, p, q, &h, NOW).err();
+        let got = x.decide(m, p, q, &h, false, NOW).err();
         match (&got, &want) {
             (Some(Refusal::BadPath(_)), Refusal::BadPath(_)) => {}
             _ => assert_eq!(got.as_ref(), Some(&want), "{m} {p} {q:?}"),
@@ -167,18 +169,18 @@ fn anonymous_needs_tenant_opt_in_and_a_client_route() {
     let closed = exchange(false);
     assert_eq!(
         closed
-            .decide("GET", "/app", Some("api_key=k1"), &h, NOW)
+            .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW)
             .err(),
         Some(Refusal::AnonymousNotAllowed)
     );
     let open = exchange(true);
     let f = open
-        .decide("GET", "/app", Some("api_key=k1&user_id=x"), &h, NOW)
+        .decide("GET", "/app", Some("api_key=k1&user_id=x"), &h, false, NOW)
         .unwrap();
     assert!(matches!(f.auth, ForwardAuth::Anonymous));
     assert_eq!(f.path_and_query, "/app?api_key=k1");
     assert_eq!(
-        open.decide("PATCH", "/app", Some("api_key=k1"), &h, NOW)
+        open.decide("PATCH", "/app", Some("api_key=k1"), &h, false, NOW)
             .err(),
         Some(Refusal::ServerRoute)
     );
@@ -189,10 +191,10 @@ fn minted_tokens_are_reused_per_user() {
     let x = exchange(false);
     let h = auth(&session("alice", NOW + 600));
     let a = x
-        .decide("GET", "/app", Some("api_key=k1"), &h, NOW)
+        .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW)
         .unwrap();
     let b = x
-        .decide("GET", "/app", Some("api_key=k1"), &h, NOW + 5)
+        .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW + 5)
         .unwrap();
     match (a.auth, b.auth) {
         (ForwardAuth::User { token: t1, .. }, ForwardAuth::User { token: t2, .. }) => {
@@ -200,4 +202,71 @@ fn minted_tokens_are_reused_per_user() {
         }
         _ => panic!("expected user auth"),
     }
+}
+
+#[test]
+fn connect_binds_identity_and_moves_credentials_into_the_query() {
+    let x = exchange(false);
+    let token = session("alice", NOW + 60);
+    let json = r#"{"user_id":"alice","user_details":{"id":"alice"},"user_token":"APP-TOKEN"}"#;
+    let q = format!(
+        "json={}&api_key=k1&authorization={token}&stream-auth-type=jwt&X-Stream-Client=js",
+        crate::query::encode(json)
+    );
+    let f = x
+        .decide("GET", "/connect", Some(&q), &HeaderMap::new(), true, NOW)
+        .unwrap();
+    assert!(f.websocket);
+    assert_eq!(f.session_expires_at, Some(NOW + 60));
+    assert!(!f.path_and_query.contains(&token), "app token forwarded");
+    assert!(
+        !f.path_and_query.contains("APP-TOKEN"),
+        "user_token forwarded"
+    );
+    let pairs = crate::query::parse(f.path_and_query.split_once('?').unwrap().1).unwrap();
+    let get = |k: &str| {
+        pairs
+            .iter()
+            .filter(|p| p.key == k)
+            .map(|p| p.value.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(get("api_key"), ["k1"]);
+    assert_eq!(get("stream-auth-type"), ["jwt"]);
+    assert_eq!(get("X-Stream-Client"), ["js"]);
+    let minted = match &f.auth {
+        ForwardAuth::User { token, .. } => token.token().to_string(),
+        _ => panic!("user expected"),
+    };
+    assert_eq!(get("authorization"), [minted]);
+    let forwarded: serde_json::Value = serde_json::from_str(&get("json")[0]).unwrap();
+    assert_eq!(
+        forwarded,
+        serde_json::json!({"user_id": "alice", "user_details": {"id": "alice"}})
+    );
+
+    let other = format!(
+        "json={}&api_key=k1&authorization={token}",
+        crate::query::encode(r#"{"user_id":"mallory"}"#)
+    );
+    assert_eq!(
+        x.decide(
+            "GET",
+            "/connect",
+            Some(&other),
+            &HeaderMap::new(),
+            true,
+            NOW
+        )
+        .err(),
+        Some(Refusal::IdentityMismatch)
+    );
+    // upgrades anywhere else are refused
+    assert_eq!(
+        x.decide("GET", "/app", Some("api_key=k1"), &auth(&token), true, NOW)
+            .err(),
+        Some(Refusal::BadRequest(
+            "websocket upgrades are only allowed on /connect"
+        ))
+    );
 }

@@ -18,6 +18,7 @@
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation.
 //! - [`upstream`]: the upstream peer, TLS, timeouts, DNS refresh.
+//! - [`websocket`]: `/connect` payload checks and Stream-style socket refusals.
 //! - [`admin`]: `/healthz` and `/readyz`.
 //! - [`server`]: assembling the pingora server from settings.
 
@@ -36,3 +37,4 @@ pub mod session;
 pub mod stream_token;
 pub mod tenant;
 pub mod upstream;
+pub mod websocket;

@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
+use crate::websocket;
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -66,6 +67,31 @@ fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// `Upgrade: websocket` on an HTTP/1.1 upgrade request.
+fn is_websocket_upgrade(session: &Session) -> bool {
+    session.is_upgrade_req()
+        && session
+            .req_header()
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Refuses a websocket the way Stream does: complete the upgrade, send the
+/// error as a text frame, close with 1000 (see `websocket.rs` for why).
+async fn respond_websocket(session: &mut Session, key: &str, refusal: &Refusal) -> Result<()> {
+    let mut resp = ResponseHeader::build(101, Some(3))?;
+    resp.insert_header("upgrade", "websocket")?;
+    resp.insert_header("connection", "Upgrade")?;
+    resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(websocket::refusal_frames(refusal)), true)
+        .await?;
+    Ok(())
+}
+
 /// Writes a refusal in Stream's error shape.
 async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let body: Bytes = refusal.body();
@@ -96,12 +122,14 @@ impl ProxyHttp for GatewayProxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let websocket = is_websocket_upgrade(session);
         let req = session.req_header();
         let decision = self.exchange.decide(
             req.method.as_str(),
             req.uri.path(),
             req.uri.query(),
             &req.headers,
+            websocket,
             unix_now(),
         );
         match decision {
@@ -110,7 +138,15 @@ impl ProxyHttp for GatewayProxy {
                 Ok(false)
             }
             Err(refusal) => {
-                respond(session, &refusal).await?;
+                let key = req
+                    .headers
+                    .get("sec-websocket-key")
+                    .and_then(|k| k.to_str().ok())
+                    .map(str::to_string);
+                match key {
+                    Some(key) if websocket => respond_websocket(session, &key, &refusal).await?,
+                    _ => respond(session, &refusal).await?,
+                }
                 ctx.refusal = Some(refusal);
                 Ok(true)
             }
@@ -120,11 +156,11 @@ impl ProxyHttp for GatewayProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(self.upstream.peer()))
+        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
+        Ok(Box::new(self.upstream.peer(websocket)))
     }
-
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

@@ -38,6 +38,9 @@ pub enum Refusal {
     InvalidSession(&'static str),
     /// Server-side-only route (code 17).
     ServerRoute,
+    /// The websocket `json.user_id` (or `user_details.id`) is not the
+    /// session's user (code 17).
+    IdentityMismatch,
     /// Route not in the table and unknown routes are denied (code 17).
     UnknownRoute,
     /// Path failed normalisation (code 4).
@@ -75,7 +78,10 @@ impl Refusal {
             | Refusal::SessionIssuedInFuture
             | Refusal::BadSignature
             | Refusal::InvalidSession(_) => 401,
-            Refusal::AnonymousRouteNotAllowed | Refusal::ServerRoute | Refusal::UnknownRoute => 403,
+            Refusal::AnonymousRouteNotAllowed
+            | Refusal::ServerRoute
+            | Refusal::UnknownRoute
+            | Refusal::IdentityMismatch => 403,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
@@ -94,7 +100,10 @@ impl Refusal {
             Refusal::SessionNotYetValid => 41,
             Refusal::SessionIssuedInFuture => 42,
             Refusal::BadSignature => 43,
-            Refusal::AnonymousRouteNotAllowed | Refusal::ServerRoute | Refusal::UnknownRoute => 17,
+            Refusal::AnonymousRouteNotAllowed
+            | Refusal::ServerRoute
+            | Refusal::UnknownRoute
+            | Refusal::IdentityMismatch => 17,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
@@ -125,6 +134,9 @@ impl Refusal {
                 "this endpoint is server-side only and cannot be called through the gateway".into()
             }
             Refusal::UnknownRoute => "this endpoint is not allowed through the gateway".into(),
+            Refusal::IdentityMismatch => {
+                "the connect payload's user does not match the session".into()
+            }
             Refusal::BadPath(why) => format!("bad request path: {why}"),
             Refusal::BadRequest(why) => format!("bad request: {why}"),
             Refusal::UpstreamUnavailable => "upstream Stream API is unavailable".into(),
@@ -178,6 +190,7 @@ mod tests {
             Refusal::InvalidSession("x"),
             Refusal::ServerRoute,
             Refusal::UnknownRoute,
+            Refusal::IdentityMismatch,
             Refusal::BadPath("x".into()),
             Refusal::BadRequest("x"),
             Refusal::UpstreamUnavailable,

@@ -40,14 +40,22 @@ impl Upstream {
     }
 
     /// A peer for one request: TLS with SNI and certificate verification
-    /// for https upstreams, with the configured timeouts.
-    pub fn peer(&self) -> HttpPeer {
+    /// for https upstreams, with the configured timeouts (`websocket`: the
+    /// idle timeout of upgraded `/connect` sockets instead of the read
+    /// timeout).
+    pub fn peer(&self, websocket: bool) -> HttpPeer {
         let s = &self.settings;
         let mut peer = HttpPeer::new(**self.addr.load(), s.tls, s.host.clone());
         let o = &mut peer.options;
         o.connection_timeout = Some(s.connect_timeout);
         o.total_connection_timeout = Some(s.connect_timeout);
-        o.read_timeout = Some(s.read_timeout);
+        // A socket is idle between events; Stream sends a health check
+        // about every 30 s, so its idle limit is separate and longer.
+        o.read_timeout = Some(if websocket {
+            s.websocket_idle_timeout
+        } else {
+            s.read_timeout
+        });
         o.write_timeout = Some(s.write_timeout);
         o.idle_timeout = Some(s.idle_timeout);
         o.verify_cert = true;

@@ -13,6 +13,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longer than Stream's ~30 s health-check period plus the SDK's 10 s grace.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_USER_ID_CLAIM: &str = "sub";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 100_000;
@@ -58,6 +60,8 @@ pub struct UpstreamSection {
     pub write_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub websocket_idle_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -49,6 +49,7 @@ pub struct UpstreamSettings {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
+    pub websocket_idle_timeout: Duration,
 }
 
 pub struct TenantSettings {

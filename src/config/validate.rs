@@ -154,6 +154,13 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
     let connect_timeout = timeout(u.connect_timeout, file::DEFAULT_CONNECT_TIMEOUT);
     let read_timeout = timeout(u.read_timeout, file::DEFAULT_READ_TIMEOUT);
     let write_timeout = timeout(u.write_timeout, file::DEFAULT_WRITE_TIMEOUT);
+    let websocket_idle_timeout = timeout(
+        u.websocket_idle_timeout,
+        file::DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+    );
+    if websocket_idle_timeout < std::time::Duration::from_secs(40) {
+        p.add("upstream.websocket_idle_timeout: must be at least 40s (Stream's health check comes every ~30s)");
+    }
     for (k, v) in [
         ("connect_timeout", connect_timeout),
         ("read_timeout", read_timeout),
@@ -197,6 +204,7 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
         read_timeout,
         write_timeout,
         idle_timeout: timeout(u.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
+        websocket_idle_timeout,
     })
 }
 

@@ -1,0 +1,165 @@
+//! The websocket `/connect` specifics, free of pingora: the `json` query
+//! parameter check (identity binding, no app token inside), and refusing a
+//! socket the way Stream does.
+//!
+//! Stream refuses a websocket by completing the upgrade, sending one text
+//! frame `{"error": {...}}` and closing with code 1000; the JS SDK treats
+//! 1000 as final (and on code 40 refreshes its token and reconnects). An HTTP
+//! error before the upgrade looks like a network failure to a browser and the
+//! SDK retries forever, so the gateway never answers a websocket that way.
+
+use base64::Engine;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+use sha1::{Digest, Sha1};
+
+use crate::refusal::Refusal;
+
+/// Largest accepted `json` parameter (decoded). The SDK's payload (user id,
+/// user details, device) is a few hundred bytes; user details can carry
+/// custom fields, so leave room, but not unbounded.
+pub const MAX_CONNECT_JSON_BYTES: usize = 16 * 1024;
+
+/// RFC 6455 handshake GUID.
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
+pub fn accept_key(key: &str) -> String {
+    let mut h = Sha1::new();
+    h.update(key.trim().as_bytes());
+    h.update(WS_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(h.finalize())
+}
+
+/// The bytes Stream sends to refuse a socket: a text frame with
+/// `{"error": <Stream error>}`, then a close frame with code 1000.
+/// Server-to-client frames are not masked.
+pub fn refusal_frames(refusal: &Refusal) -> Bytes {
+    let body = refusal.body();
+    let mut text = BytesMut::with_capacity(body.len() + 12);
+    text.put_slice(b"{\"error\":");
+    text.put_slice(&body);
+    text.put_slice(b"}");
+    let mut out = BytesMut::with_capacity(text.len() + 16);
+    frame(&mut out, 0x1, &text);
+    frame(&mut out, 0x8, &1000u16.to_be_bytes());
+    out.freeze()
+}
+
+fn frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
+    out.put_u8(0x80 | opcode); // FIN + opcode
+    match payload.len() {
+        n if n < 126 => out.put_u8(n as u8),
+        n if n <= u16::MAX as usize => {
+            out.put_u8(126);
+            out.put_u16(n as u16);
+        }
+        n => {
+            out.put_u8(127);
+            out.put_u64(n as u64);
+        }
+    }
+    out.put_slice(payload);
+}
+
+/// Checks and rewrites the `/connect` `json` parameter (already
+/// percent-decoded). For a user session, `user_id` must be the session's user
+/// and `user_details.id`, when present, too. `user_token` (older SDKs put
+/// the token there) is removed so the app's session token never reaches
+/// Stream. Returns the JSON to forward.
+pub fn check_connect_json(decoded: &str, session_user: Option<&str>) -> Result<String, Refusal> {
+    if decoded.len() > MAX_CONNECT_JSON_BYTES {
+        return Err(Refusal::BadRequest("the json parameter is too large"));
+    }
+    let mut v: Value = serde_json::from_str(decoded)
+        .map_err(|_| Refusal::BadRequest("the json parameter is not valid JSON"))?;
+    let obj = v
+        .as_object_mut()
+        .ok_or(Refusal::BadRequest("the json parameter must be an object"))?;
+    obj.remove("user_token");
+    if let Some(user) = session_user {
+        match obj.get("user_id") {
+            Some(Value::String(id)) if id == user => {}
+            Some(Value::String(_)) => return Err(Refusal::IdentityMismatch),
+            _ => return Err(Refusal::BadRequest("json.user_id is missing")),
+        }
+        if let Some(details) = obj.get("user_details") {
+            match details.get("id") {
+                None => {}
+                Some(Value::String(id)) if id == user => {}
+                Some(_) => return Err(Refusal::IdentityMismatch),
+            }
+        }
+    }
+    Ok(v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_matches_rfc_6455_example() {
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn refusal_is_an_error_text_frame_then_close_1000() {
+        let f = refusal_frames(&Refusal::SessionExpired);
+        assert_eq!(f[0], 0x81);
+        let len = match f[1] {
+            126 => u16::from_be_bytes([f[2], f[3]]) as usize,
+            n => n as usize,
+        };
+        let start = if f[1] == 126 { 4 } else { 2 };
+        let v: Value = serde_json::from_slice(&f[start..start + len]).unwrap();
+        assert_eq!(v["error"]["code"], 40);
+        assert_eq!(v["error"]["StatusCode"], 401);
+        assert_eq!(&f[start + len..], &[0x88, 2, 0x03, 0xE8]);
+    }
+
+    #[test]
+    fn json_binding_and_token_removal() {
+        let ok =
+            r#"{"user_id":"alice","user_details":{"id":"alice","name":"A"},"user_token":"SECRET"}"#;
+        let out = check_connect_json(ok, Some("alice")).unwrap();
+        assert!(!out.contains("SECRET"));
+        assert!(out.contains("\"name\":\"A\""));
+        let cases = [
+            (r#"{"user_id":"mallory"}"#, Refusal::IdentityMismatch),
+            (
+                r#"{"user_id":"alice","user_details":{"id":"mallory"}}"#,
+                Refusal::IdentityMismatch,
+            ),
+            (
+                r#"{"user_details":{"id":"alice"}}"#,
+                Refusal::BadRequest("json.user_id is missing"),
+            ),
+            (
+                r#"not json"#,
+                Refusal::BadRequest("the json parameter is not valid JSON"),
+            ),
+            (
+                r#"["alice"]"#,
+                Refusal::BadRequest("the json parameter must be an object"),
+            ),
+        ];
+        for (json, want) in cases {
+            assert_eq!(check_connect_json(json, Some("alice")), Err(want), "{json}");
+        }
+        let big = format!(
+            r#"{{"user_id":"alice","x":"{}"}}"#,
+            "a".repeat(MAX_CONNECT_JSON_BYTES)
+        );
+        assert_eq!(
+            check_connect_json(&big, Some("alice")),
+            Err(Refusal::BadRequest("the json parameter is too large"))
+        );
+        // anonymous: no binding, token still removed
+        let anon = check_connect_json(r#"{"user_id":"uuid-1","user_token":""}"#, None).unwrap();
+        assert_eq!(anon, r#"{"user_id":"uuid-1"}"#);
+    }
+}
