@@ -19,6 +19,8 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         stream_token_ttl: Duration::from_secs(3600),
         allow_anonymous,
         token_cache_size: 10,
+        max_connections_per_user: None,
+        max_connections: None,
         session: with_session.then(|| {
             JwtVerifier::new(JwtOptions {
                 algorithms: vec![Algorithm::HS256],

@@ -14,6 +14,7 @@
 //! - [`query`]: query-string parsing and the parameter swap.
 //! - [`stream_token`]: minting and caching per-user Stream tokens.
 //! - [`tenant`]: tenants by `api_key`.
+//! - [`connections`]: concurrent websocket caps (per user, per tenant).
 //! - [`exchange`]: the per-request decision, free of pingora.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation.
@@ -26,6 +27,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod connections;
 pub mod credential;
 pub mod exchange;
 pub mod policy;

@@ -14,6 +14,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::connections::ConnectionGuard;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
@@ -47,6 +48,8 @@ pub struct GatewayProxy {
 pub struct RequestCtx {
     forward: Option<Forward>,
     refusal: Option<Refusal>,
+    /// Held by an open websocket; dropping it releases the socket's place.
+    connection: Option<ConnectionGuard>,
 }
 
 fn unix_now() -> u64 {
@@ -132,6 +135,19 @@ impl ProxyHttp for GatewayProxy {
             websocket,
             unix_now(),
         );
+        // A socket takes its place under the caps before it is forwarded;
+        // the guard lives in the context, so it is released however the
+        // socket ends.
+        let decision = decision.and_then(|forward| {
+            if forward.websocket {
+                let user = match &forward.auth {
+                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
+                    ForwardAuth::Anonymous => None,
+                };
+                ctx.connection = Some(forward.tenant.connections.acquire(user)?);
+            }
+            Ok(forward)
+        });
         match decision {
             Ok(forward) => {
                 ctx.forward = Some(forward);

@@ -43,6 +43,8 @@ pub enum Refusal {
     IdentityMismatch,
     /// Route not in the table and unknown routes are denied (code 17).
     UnknownRoute,
+    /// Over the concurrent-websocket cap for the user or tenant (code 71).
+    TooManyConnections,
     /// Path failed normalisation (code 4).
     BadPath(String),
     /// Malformed request apart from the path (code 4).
@@ -83,6 +85,7 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::IdentityMismatch => 403,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
+            Refusal::TooManyConnections => 429,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -105,6 +108,7 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::IdentityMismatch => 17,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
+            Refusal::TooManyConnections => 71,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
             Refusal::UpstreamUnavailable | Refusal::Internal => -1,
@@ -137,6 +141,7 @@ impl Refusal {
             Refusal::IdentityMismatch => {
                 "the connect payload's user does not match the session".into()
             }
+            Refusal::TooManyConnections => "too many concurrent connections".into(),
             Refusal::BadPath(why) => format!("bad request path: {why}"),
             Refusal::BadRequest(why) => format!("bad request: {why}"),
             Refusal::UpstreamUnavailable => "upstream Stream API is unavailable".into(),
@@ -191,6 +196,7 @@ mod tests {
             Refusal::ServerRoute,
             Refusal::UnknownRoute,
             Refusal::IdentityMismatch,
+            Refusal::TooManyConnections,
             Refusal::BadPath("x".into()),
             Refusal::BadRequest("x"),
             Refusal::UpstreamUnavailable,

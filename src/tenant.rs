@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::TenantSettings;
+use crate::connections::ConnectionLimits;
 use crate::session::CachedVerifier;
 use crate::stream_token::TokenMinter;
 
@@ -14,6 +15,7 @@ pub struct Tenant {
     pub allow_anonymous: bool,
     pub session: Option<CachedVerifier>,
     pub minter: TokenMinter,
+    pub connections: Arc<ConnectionLimits>,
 }
 
 pub struct Tenants {
@@ -27,6 +29,10 @@ impl Tenants {
             .map(|t| {
                 let tenant = Tenant {
                     minter: TokenMinter::new(&t.api_secret, t.stream_token_ttl, t.token_cache_size),
+                    connections: ConnectionLimits::new(
+                        t.max_connections_per_user,
+                        t.max_connections,
+                    ),
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,

@@ -163,6 +163,7 @@ pub struct LimitsSection {
     pub per_ip: Option<RateSection>,
     pub per_tenant: Option<RateSection>,
     pub max_connections_per_user: Option<u32>,
+    pub max_connections: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -59,6 +59,9 @@ pub struct TenantSettings {
     pub stream_token_ttl: Duration,
     pub allow_anonymous: bool,
     pub token_cache_size: u64,
+    /// Concurrent websockets in this process, per user and per tenant.
+    pub max_connections_per_user: Option<u32>,
+    pub max_connections: Option<u32>,
     /// `None` only for anonymous-only tenants.
     pub session: Option<JwtVerifier>,
 }

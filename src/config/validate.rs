@@ -56,8 +56,11 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.api_key: the same api_key is used by two tenants"
             ));
         }
-        if t.limits.is_some() {
-            notices.push(format!("{name}.limits: parsed but not enforced by this version (rate limits are not implemented yet)"));
+        if t.limits
+            .as_ref()
+            .is_some_and(|l| l.per_user.is_some() || l.per_ip.is_some() || l.per_tenant.is_some())
+        {
+            notices.push(format!("{name}.limits: per_user, per_ip and per_tenant rates are parsed but not enforced by this version (the websocket caps are)"));
         }
         if t.quota.is_some() {
             notices.push(format!("{name}.quota: parsed but not enforced by this version (quotas are not implemented yet)"));
@@ -305,6 +308,8 @@ fn tenant(
         stream_token_ttl: ttl,
         allow_anonymous: t.allow_anonymous,
         token_cache_size: t.token_cache_size.unwrap_or(file::DEFAULT_TOKEN_CACHE_SIZE),
+        max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
+        max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
     })
 }
