@@ -19,6 +19,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         stream_token_ttl: Duration::from_secs(3600),
         allow_anonymous,
         token_cache_size: 10,
+        close_on_session_expiry: true,
         max_connections_per_user: None,
         max_connections: None,
         session: with_session.then(|| {

@@ -18,7 +18,7 @@ use crate::connections::ConnectionGuard;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
-use crate::websocket;
+use crate::websocket::{self, FrameTracker};
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -50,6 +50,10 @@ pub struct RequestCtx {
     refusal: Option<Refusal>,
     /// Held by an open websocket; dropping it releases the socket's place.
     connection: Option<ConnectionGuard>,
+    /// Frame boundaries of the Stream-to-client socket stream.
+    frames: FrameTracker,
+    /// The session-expired frames were sent; the socket is being closed.
+    expiry_closed: bool,
 }
 
 fn unix_now() -> u64 {
@@ -226,12 +230,56 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
+    /// Closes an open socket whose session has expired: at the next frame
+    /// boundary of Stream's traffic (a health check comes about every 30 s),
+    /// a code-40 error frame and a close frame are inserted, as Stream does
+    /// for an expired token; the SDK then refreshes its token and reconnects.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(f) = &ctx.forward else {
+            return Ok(None);
+        };
+        let Some(expires_at) = f
+            .session_expires_at
+            .filter(|_| f.websocket && f.tenant.close_on_session_expiry)
+        else {
+            return Ok(None);
+        };
+        if ctx.expiry_closed {
+            *body = None;
+            return Error::e_explain(ConnectionClosed, "websocket closed: session expired");
+        }
+        let Some(data) = body.as_ref() else {
+            return Ok(None);
+        };
+        if ctx.frames.advance(data) && unix_now() > expires_at {
+            let mut out = bytes::BytesMut::with_capacity(data.len() + 256);
+            out.extend_from_slice(data);
+            out.extend_from_slice(&websocket::refusal_frames(&Refusal::SessionExpired));
+            *body = Some(out.freeze());
+            ctx.expiry_closed = true;
+        }
+        Ok(None)
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        if ctx.expiry_closed {
+            // We closed the socket on purpose (session expiry).
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
         let refusal = match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout => Refusal::UpstreamTimeout,
             _ => match e.esource() {

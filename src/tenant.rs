@@ -13,6 +13,7 @@ pub struct Tenant {
     pub id: String,
     pub api_key: String,
     pub allow_anonymous: bool,
+    pub close_on_session_expiry: bool,
     pub session: Option<CachedVerifier>,
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
@@ -36,6 +37,7 @@ impl Tenants {
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,
+                    close_on_session_expiry: t.close_on_session_expiry,
                     session: t
                         .session
                         .map(|v| CachedVerifier::new(v, t.token_cache_size)),

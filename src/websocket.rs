@@ -163,3 +163,89 @@ mod tests {
         assert_eq!(anon, r#"{"user_id":"uuid-1"}"#);
     }
 }
+
+/// Follows frame boundaries in the server-to-client byte stream (unmasked
+/// frames), so the gateway can insert its own frames between Stream's
+/// without cutting one in half.
+#[derive(Debug, Default)]
+pub struct FrameTracker {
+    /// Payload bytes of the current frame still to come.
+    remaining: u64,
+    /// A frame header split across chunks.
+    header: Vec<u8>,
+}
+
+impl FrameTracker {
+    /// Consumes `chunk`; returns true when the stream is at a frame boundary
+    /// after it.
+    pub fn advance(&mut self, mut chunk: &[u8]) -> bool {
+        loop {
+            if self.remaining > 0 {
+                let take = self.remaining.min(chunk.len() as u64);
+                self.remaining -= take;
+                chunk = &chunk[take as usize..];
+                if self.remaining > 0 {
+                    return false;
+                }
+            }
+            if chunk.is_empty() {
+                return self.header.is_empty();
+            }
+            // Collect a full header: 2 bytes, plus 2 or 8 length bytes, plus
+            // 4 mask bytes if masked (servers do not mask; handled anyway).
+            let need = |h: &[u8]| -> usize {
+                if h.len() < 2 {
+                    return 2;
+                }
+                let ext = match h[1] & 0x7F {
+                    126 => 2,
+                    127 => 8,
+                    _ => 0,
+                };
+                2 + ext + if h[1] & 0x80 != 0 { 4 } else { 0 }
+            };
+            while self.header.len() < need(&self.header) {
+                let Some((&b, rest)) = chunk.split_first() else {
+                    return false;
+                };
+                self.header.push(b);
+                chunk = rest;
+            }
+            let h = &self.header;
+            self.remaining = match h[1] & 0x7F {
+                126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
+                127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
+                n => u64::from(n),
+            };
+            self.header.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tracker_tests {
+    use super::*;
+
+    fn text(payload: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        frame(&mut b, 0x1, payload);
+        b.to_vec()
+    }
+
+    #[test]
+    fn boundaries_across_any_split() {
+        let mut stream = text(b"hello");
+        stream.extend(text(&[b'x'; 300]));
+        stream.extend(text(&[b'y'; 70_000]));
+        let ends = [7, 7 + 304, stream.len()];
+        for split in [1usize, 2, 3, 5, 64, 1000, 100_000] {
+            let mut t = FrameTracker::default();
+            let mut pos = 0;
+            for chunk in stream.chunks(split) {
+                let at_boundary = t.advance(chunk);
+                pos += chunk.len();
+                assert_eq!(at_boundary, ends.contains(&pos), "split {split} pos {pos}");
+            }
+        }
+    }
+}

@@ -84,6 +84,7 @@ pub struct TenantSection {
     pub stream_token_ttl: Option<Duration>,
     #[serde(default)]
     pub allow_anonymous: bool,
+    pub close_on_session_expiry: Option<bool>,
     pub token_cache_size: Option<u64>,
     pub session: Option<SessionSection>,
     pub limits: Option<LimitsSection>,

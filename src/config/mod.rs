@@ -58,6 +58,8 @@ pub struct TenantSettings {
     pub api_secret: Secret,
     pub stream_token_ttl: Duration,
     pub allow_anonymous: bool,
+    /// Close an open websocket (code-40 frame) once its session expires.
+    pub close_on_session_expiry: bool,
     pub token_cache_size: u64,
     /// Concurrent websockets in this process, per user and per tenant.
     pub max_connections_per_user: Option<u32>,

@@ -307,6 +307,7 @@ fn tenant(
         api_secret: api_secret?,
         stream_token_ttl: ttl,
         allow_anonymous: t.allow_anonymous,
+        close_on_session_expiry: t.close_on_session_expiry.unwrap_or(true),
         token_cache_size: t.token_cache_size.unwrap_or(file::DEFAULT_TOKEN_CACHE_SIZE),
         max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
