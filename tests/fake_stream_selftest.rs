@@ -621,3 +621,439 @@ fn token_helpers() {
     );
     assert!(now() > 1_700_000_000);
 }
+
+// ---------------------------------------------------------------------------
+// Websocket `/connect`
+// ---------------------------------------------------------------------------
+
+mod ws {
+    use super::*;
+    use common::fake_stream::{connect_query, connect_query_with, form_encode, STREAM_MORE_INFO};
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    async fn connect(fs: &FakeStream, query: &str) -> Ws {
+        let url = format!("{}/connect?{query}", fs.ws_url());
+        let (ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("websocket handshake failed");
+        assert_eq!(resp.status(), 101);
+        assert_eq!(
+            resp.headers()
+                .get("x-fake-upstream")
+                .map(|v| v.to_str().unwrap()),
+            Some("1")
+        );
+        ws
+    }
+
+    /// Next frame that is not a ping/pong.
+    async fn next_msg(ws: &mut Ws) -> Message {
+        loop {
+            let msg = tokio::time::timeout(WAIT, ws.next())
+                .await
+                .expect("no frame in time")
+                .expect("socket ended")
+                .expect("socket error");
+            if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+                return msg;
+            }
+        }
+    }
+
+    async fn next_json(ws: &mut Ws) -> serde_json::Value {
+        match next_msg(ws).await {
+            Message::Text(t) => serde_json::from_str(&t).expect("text frame is JSON"),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    /// The next frame is a close frame with code 1000, and the stream then ends.
+    async fn expect_close_1000(ws: &mut Ws) {
+        match next_msg(ws).await {
+            Message::Close(Some(f)) => assert_eq!(f.code, CloseCode::Normal, "{f:?}"),
+            other => panic!("expected close 1000, got {other:?}"),
+        }
+        let end = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("stream did not end after close");
+        assert!(
+            matches!(end, None | Some(Err(_))),
+            "frame after close: {end:?}"
+        );
+    }
+
+    /// Stream's refusal: one `{"error": ...}` frame, then close 1000.
+    async fn assert_refused(fs: &FakeStream, query: &str, status: u16, code: i64) {
+        let mut ws = connect(fs, query).await;
+        let v = next_json(&mut ws).await;
+        assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+        let err = &v["error"];
+        assert_eq!(err["code"].as_i64(), Some(code), "{v}");
+        assert_eq!(err["StatusCode"].as_i64(), Some(i64::from(status)), "{v}");
+        assert!(
+            err["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
+        assert_eq!(err["more_info"], STREAM_MORE_INFO, "{v}");
+        assert_eq!(err["details"], json!([]), "{v}");
+        expect_close_1000(&mut ws).await;
+        let last = fs.requests().pop().unwrap();
+        assert_eq!(last.path, "/connect");
+        assert!(last.auth.is_err(), "{:?}", last.auth);
+    }
+
+    #[tokio::test]
+    async fn valid_connect_gets_health_check_and_is_recorded() {
+        let fs = fake();
+        let tok = user_token("alice");
+        let q = connect_query(KEY, &tok, "alice");
+        let mut ws = connect(&fs, &q).await;
+        let hc = next_json(&mut ws).await;
+        assert_eq!(hc["type"], "health.check", "{hc}");
+        let cid = hc["connection_id"].as_str().unwrap();
+        assert!(!cid.is_empty());
+        assert_eq!(hc["me"]["id"], "alice");
+        assert_eq!(hc["me"]["role"], "user");
+        assert_eq!(hc["cid"], "*");
+        assert!(hc["created_at"].as_str().unwrap().ends_with('Z'), "{hc}");
+
+        // A second socket gets another connection_id.
+        let mut ws2 = connect(&fs, &q).await;
+        let hc2 = next_json(&mut ws2).await;
+        assert_ne!(hc2["connection_id"], hc["connection_id"]);
+
+        let reqs = fs.requests();
+        assert_eq!(reqs.len(), 2);
+        let r = &reqs[0];
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/connect");
+        assert_eq!(r.raw_query.as_deref(), Some(q.as_str()));
+        assert_eq!(r.query_param("api_key"), Some(KEY));
+        assert_eq!(r.query_param("authorization"), Some(tok.as_str()));
+        assert_eq!(r.query_param("stream-auth-type"), Some("jwt"));
+        assert_eq!(
+            r.query_param("X-Stream-Client"),
+            Some("stream-chat-js-v9.49.0-node")
+        );
+        let payload = r.connect_json().unwrap();
+        assert_eq!(
+            payload,
+            json!({"user_id":"alice","user_details":{"id":"alice"},"client_request_id":"x"})
+        );
+        assert_eq!(r.header("upgrade"), Some("websocket"));
+        assert!(r.header("sec-websocket-key").is_some());
+        assert!(r.body.is_empty());
+        assert_eq!(r.user_id(), Some("alice"));
+        assert!(matches!(&r.auth, Ok(StreamAuth::User { token, .. }) if *token == tok));
+        ws.close(None).await.unwrap();
+        ws2.close(None).await.unwrap();
+    }
+
+    #[test]
+    fn connect_query_is_sdk_shaped() {
+        let q = connect_query("k", "a.b.c", "u 1");
+        assert_eq!(
+            q,
+            "json=%7B%22client_request_id%22%3A%22x%22%2C%22user_details%22%3A%7B%22id%22%3A%22u+1%22%7D%2C%22user_id%22%3A%22u+1%22%7D\
+             &api_key=k&authorization=a.b.c&stream-auth-type=jwt&X-Stream-Client=stream-chat-js-v9.49.0-node"
+        );
+        assert_eq!(form_encode("a-b_c.d*e~f/g"), "a-b_c.d*e%7Ef%2Fg");
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_is_code_43_then_close_1000() {
+        let fs = fake();
+        let tok = hs_token("HS256", "not-the-secret", json!({"user_id": "alice"}));
+        assert_refused(&fs, &connect_query(KEY, &tok, "alice"), 401, 43).await;
+        assert_eq!(fs.open_sockets(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_is_code_40() {
+        let fs = fake();
+        let tok = hs_token(
+            "HS256",
+            SECRET,
+            json!({"user_id": "alice", "iat": now() - 100, "exp": now() - 1}),
+        );
+        assert_refused(&fs, &connect_query(KEY, &tok, "alice"), 401, 40).await;
+    }
+
+    #[tokio::test]
+    async fn json_user_id_mismatch_is_code_17() {
+        let fs = fake();
+        let q = connect_query(KEY, &user_token("alice"), "mallory");
+        assert_refused(&fs, &q, 403, 17).await;
+    }
+
+    #[tokio::test]
+    async fn other_refusals() {
+        let fs = fake();
+        let tok = user_token("alice");
+        let payload = json!({"user_id": "alice"});
+        // Unknown api_key.
+        assert_refused(&fs, &connect_query("nope", &tok, "alice"), 401, 2).await;
+        // Bearer prefix, server token, missing token, bad auth type.
+        let bearer = format!("Bearer {tok}");
+        assert_refused(&fs, &connect_query(KEY, &bearer, "alice"), 401, 5).await;
+        let server = hs_token("HS256", SECRET, json!({"server": true}));
+        assert_refused(&fs, &connect_query(KEY, &server, "alice"), 401, 5).await;
+        assert_refused(&fs, &connect_query(KEY, "", "alice"), 401, 5).await;
+        let q = connect_query_with(KEY, &tok, "session", &payload);
+        assert_refused(&fs, &q, 401, 5).await;
+        // Anonymous with a token.
+        let q = connect_query_with(KEY, &tok, "anonymous", &payload);
+        assert_refused(&fs, &q, 401, 5).await;
+        // json payload: missing, not JSON, no string user_id.
+        let q = format!("api_key={KEY}&authorization={tok}&stream-auth-type=jwt");
+        assert_refused(&fs, &q, 400, 4).await;
+        assert_refused(&fs, &format!("{q}&json=%7Bnope"), 400, 4).await;
+        let q = connect_query_with(KEY, &tok, "jwt", &json!({"user_id": 7}));
+        assert_refused(&fs, &q, 400, 4).await;
+        // Credentials in handshake headers instead of the query are not looked at.
+        let url = format!(
+            "{}/connect?json=%7B%22user_id%22%3A%22alice%22%7D&api_key={KEY}",
+            fs.ws_url()
+        );
+        let mut req =
+            tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)
+                .unwrap();
+        req.headers_mut()
+            .insert("stream-auth-type", "jwt".parse().unwrap());
+        req.headers_mut()
+            .insert("authorization", tok.parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        assert_eq!(next_json(&mut ws).await["error"]["code"], 5);
+        expect_close_1000(&mut ws).await;
+        assert_eq!(fs.open_sockets(), 0);
+    }
+
+    #[tokio::test]
+    async fn user_token_in_json_is_recorded_not_refused() {
+        let fs = fake();
+        let tok = user_token("alice");
+        let payload = json!({
+            "user_id": "alice",
+            "user_details": {"id": "alice"},
+            "user_token": "the-flutter-token",
+            "server_determines_connection_id": true,
+        });
+        let mut ws = connect(&fs, &connect_query_with(KEY, &tok, "jwt", &payload)).await;
+        assert_eq!(next_json(&mut ws).await["me"]["id"], "alice");
+        let r = &fs.requests()[0];
+        assert_eq!(r.connect_json().unwrap()["user_token"], "the-flutter-token");
+    }
+
+    #[tokio::test]
+    async fn anonymous_works() {
+        let fs = fake();
+        let payload = json!({"user_id": "8a3c1d2e-anon", "user_details": {"id": "8a3c1d2e-anon"}});
+        let q = connect_query_with(KEY, "", "anonymous", &payload);
+        assert!(q.contains("&authorization=&"), "{q}");
+        let mut ws = connect(&fs, &q).await;
+        let hc = next_json(&mut ws).await;
+        assert_eq!(hc["type"], "health.check");
+        assert_eq!(hc["me"]["id"], "8a3c1d2e-anon");
+        assert_eq!(fs.requests()[0].auth, Ok(StreamAuth::Anonymous));
+        // Without the authorization param at all, too.
+        let q = format!(
+            "json={}&api_key={KEY}&stream-auth-type=anonymous",
+            form_encode(&payload.to_string())
+        );
+        let mut ws = connect(&fs, &q).await;
+        assert_eq!(next_json(&mut ws).await["me"]["id"], "8a3c1d2e-anon");
+    }
+
+    #[tokio::test]
+    async fn client_health_check_gets_a_health_check_reply_and_other_frames_echo() {
+        let fs = fake();
+        let mut ws = connect(&fs, &connect_query(KEY, &user_token("alice"), "alice")).await;
+        let first = next_json(&mut ws).await;
+
+        ws.send(Message::text(
+            r#"[{"type":"health.check","client_id":"alice--1234"}]"#,
+        ))
+        .await
+        .unwrap();
+        let hc = next_json(&mut ws).await;
+        assert_eq!(hc["type"], "health.check", "{hc}");
+        assert_eq!(hc["connection_id"], first["connection_id"]);
+        assert!(hc["created_at"].is_string());
+        assert!(hc.get("me").is_none(), "{hc}");
+
+        // Anything else comes back unchanged, byte for byte.
+        for text in [
+            "hello",
+            r#"{"type":"health.check"}"#,
+            r#"[{"type":"message.new"}]"#,
+            r#"{ "a" : 1 }"#,
+        ] {
+            ws.send(Message::text(text)).await.unwrap();
+            match next_msg(&mut ws).await {
+                Message::Text(t) => assert_eq!(t.as_str(), text),
+                other => panic!("expected echo of {text:?}, got {other:?}"),
+            }
+        }
+        ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+            .await
+            .unwrap();
+        match next_msg(&mut ws).await {
+            Message::Binary(b) => assert_eq!(&b[..], &[0u8, 1, 2, 255]),
+            other => panic!("expected binary echo, got {other:?}"),
+        }
+
+        // Ping gets a pong with the same payload.
+        ws.send(Message::Ping(b"are-you-there".to_vec().into()))
+            .await
+            .unwrap();
+        let pong = tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.next().await.unwrap().unwrap() {
+                    Message::Pong(p) => return p,
+                    Message::Ping(_) => continue,
+                    other => panic!("expected pong, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("no pong");
+        assert_eq!(&pong[..], b"are-you-there");
+
+        // A client close 1000 gets a close 1000 reply.
+        ws.close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "Manually closed connection by calling client.disconnect()".into(),
+        }))
+        .await
+        .unwrap();
+        let reply = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Close(f) = m {
+                    return Some(f);
+                }
+            }
+            None
+        })
+        .await
+        .expect("no close reply")
+        .expect("socket ended without a close reply");
+        assert_eq!(reply.map(|f| f.code), Some(CloseCode::Normal));
+        assert_eq!(fs.wait_for_open_sockets(0, WAIT), 0);
+    }
+
+    #[tokio::test]
+    async fn fake_close_after_ms_closes_with_1000() {
+        let fs = fake();
+        let payload = json!({"user_id": "alice", "fake_close_after_ms": 300});
+        let started = Instant::now();
+        let mut ws = connect(
+            &fs,
+            &connect_query_with(KEY, &user_token("alice"), "jwt", &payload),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await["type"], "health.check");
+        expect_close_1000(&mut ws).await;
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(fs.wait_for_open_sockets(0, WAIT), 0);
+    }
+
+    #[tokio::test]
+    async fn fake_push_every_ms_sends_ticks() {
+        let fs = fake();
+        let payload = json!({"user_id": "alice", "fake_push_every_ms": 30});
+        let mut ws = connect(
+            &fs,
+            &connect_query_with(KEY, &user_token("alice"), "jwt", &payload),
+        )
+        .await;
+        assert_eq!(next_json(&mut ws).await["type"], "health.check");
+        for k in 1..=3 {
+            assert_eq!(
+                next_json(&mut ws).await,
+                json!({"type": "fake.tick", "n": k})
+            );
+        }
+        // Echo still works between ticks.
+        ws.send(Message::text("ping-text")).await.unwrap();
+        loop {
+            match next_msg(&mut ws).await {
+                Message::Text(t) if t.as_str() == "ping-text" => break,
+                Message::Text(t) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    assert_eq!(v["type"], "fake.tick");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn open_sockets_goes_up_and_back_down() {
+        let fs = fake();
+        assert_eq!(fs.open_sockets(), 0);
+        let q = connect_query(KEY, &user_token("alice"), "alice");
+        let mut a = connect(&fs, &q).await;
+        let mut b = connect(&fs, &q).await;
+        next_json(&mut a).await;
+        next_json(&mut b).await;
+        assert_eq!(fs.wait_for_open_sockets(2, WAIT), 2);
+
+        // Refused sockets are not counted.
+        let bad = hs_token("HS256", "nope", json!({"user_id": "alice"}));
+        assert_refused(&fs, &connect_query(KEY, &bad, "alice"), 401, 43).await;
+        assert_eq!(fs.open_sockets(), 2);
+
+        // A clean client close...
+        a.close(None).await.unwrap();
+        while let Some(Ok(_)) = a.next().await {}
+        assert_eq!(fs.wait_for_open_sockets(1, WAIT), 1);
+        // ...and a dropped TCP connection without a close frame.
+        drop(b);
+        assert_eq!(fs.wait_for_open_sockets(0, WAIT), 0);
+    }
+
+    #[tokio::test]
+    async fn plain_get_connect_is_served_as_rest() {
+        let fs = fake();
+        let resp = jwt_req(
+            &fs,
+            &format!("/connect?api_key={KEY}"),
+            &user_token("alice"),
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+        let r = &fs.requests()[0];
+        assert_eq!(r.path, "/connect");
+        assert_eq!(r.user_id(), Some("alice"));
+    }
+
+    /// Dropping the fake with open sockets (one with a long timer) is prompt.
+    #[test]
+    fn drop_with_open_sockets_is_prompt() {
+        let fs = fake();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let payload = json!({"user_id": "alice", "fake_close_after_ms": 60_000});
+        let q = connect_query_with(KEY, &user_token("alice"), "jwt", &payload);
+        let mut ws = rt.block_on(connect(&fs, &q));
+        rt.block_on(next_json(&mut ws));
+        assert_eq!(fs.wait_for_open_sockets(1, WAIT), 1);
+        let t = Instant::now();
+        drop(fs);
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+}

@@ -15,18 +15,35 @@
 //! Every response from the fake carries `x-fake-upstream: 1`, so tests can tell an
 //! upstream answer from a gateway refusal.
 //!
+//! `GET /connect` with a websocket upgrade is Stream's chat socket (see
+//! `stream-protocol.md` section 1). It is recorded like any request, then checked from
+//! the QUERY (`api_key`, `stream-auth-type`, `authorization`, `json`), never from
+//! headers. A refusal completes the upgrade, sends one text frame
+//! `{"error": <stream_error_json>}` and closes with 1000. An accepted socket first gets
+//! a `health.check` with `connection_id` and `me`; then a client text frame that is a
+//! JSON array starting with `{"type":"health.check"}` gets a `health.check` reply
+//! (no `me`), any other text or binary frame is echoed unchanged, pings get pongs.
+//! Test control through the `json` payload: `"fake_close_after_ms": N` closes the
+//! socket with 1000 after N ms; `"fake_push_every_ms": N` sends
+//! `{"type":"fake.tick","n":k}` (k = 1, 2, ...) every N ms. A `/connect` request
+//! that is not a websocket upgrade is served like any REST request.
+//!
 //! The server runs on its own std::thread with its own tokio runtime, so it works
 //! from sync tests and outlives any `#[tokio::test]` runtime.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::FromRequestParts as _;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use axum::response::IntoResponse as _;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
@@ -119,6 +136,12 @@ impl Recorded {
         })
     }
 
+    /// The `json` query parameter (the `/connect` payload) parsed as JSON; `None` when
+    /// absent or not JSON. Shows e.g. a `user_token` a client put in it.
+    pub fn connect_json(&self) -> Option<serde_json::Value> {
+        serde_json::from_str(self.query_param("json")?).ok()
+    }
+
     /// The user id of a valid user token, if the request was accepted as a user.
     pub fn user_id(&self) -> Option<&str> {
         match &self.auth {
@@ -140,10 +163,65 @@ pub fn stream_error_json(code: i64, status: u16, msg: &str) -> serde_json::Value
     })
 }
 
+/// The `/connect` query string the JS SDK builds for a user with a JWT (without `?`):
+/// `json={"user_id":U,"user_details":{"id":U},"client_request_id":"x"}`, `api_key`,
+/// `authorization` (raw JWT), `stream-auth-type=jwt`,
+/// `X-Stream-Client=stream-chat-js-v9.49.0-node`, form-encoded like `URLSearchParams`.
+pub fn connect_query(api_key: &str, token: &str, user_id: &str) -> String {
+    connect_query_with(
+        api_key,
+        token,
+        "jwt",
+        &serde_json::json!({
+            "user_id": user_id,
+            "user_details": {"id": user_id},
+            "client_request_id": "x",
+        }),
+    )
+}
+
+/// Like [`connect_query`] with any `stream-auth-type` and `json` payload (anonymous
+/// users, `user_token`, the `fake_*` test controls).
+pub fn connect_query_with(
+    api_key: &str,
+    token: &str,
+    auth_type: &str,
+    json: &serde_json::Value,
+) -> String {
+    [
+        ("json", json.to_string().as_str()),
+        ("api_key", api_key),
+        ("authorization", token),
+        ("stream-auth-type", auth_type),
+        ("X-Stream-Client", "stream-chat-js-v9.49.0-node"),
+    ]
+    .iter()
+    .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+    .collect::<Vec<_>>()
+    .join("&")
+}
+
+/// `application/x-www-form-urlencoded` encoding as `URLSearchParams` does it: space is
+/// `+`; `A-Z a-z 0-9 * - . _` are kept; every other byte is `%XX`.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                out.push(b as char)
+            }
+            b' ' => out.push('+'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// A running fake Stream upstream. Dropping it stops the server.
 pub struct FakeStream {
     pub addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    open_sockets: Arc<AtomicUsize>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -152,6 +230,8 @@ struct Shared {
     /// api_key -> api_secret
     apps: HashMap<String, String>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    /// Accepted `/connect` sockets currently open.
+    open_sockets: Arc<AtomicUsize>,
 }
 
 impl FakeStream {
@@ -165,12 +245,14 @@ impl FakeStream {
     pub fn start_on(bind: &str, apps: &[(&str, &str)]) -> FakeStream {
         let bind = bind.to_string();
         let recorded = Arc::new(Mutex::new(Vec::new()));
+        let open_sockets = Arc::new(AtomicUsize::new(0));
         let shared = Arc::new(Shared {
             apps: apps
                 .iter()
                 .map(|(k, s)| (k.to_string(), s.to_string()))
                 .collect(),
             recorded: recorded.clone(),
+            open_sockets: open_sockets.clone(),
         });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -193,10 +275,19 @@ impl FakeStream {
                         }
                     };
                     let _ = addr_tx.send(listener.local_addr());
-                    let app = axum::Router::new().fallback(move |req: Request<Body>| {
-                        let shared = shared.clone();
-                        async move { handle(shared, req).await }
-                    });
+                    let ws_shared = shared.clone();
+                    let app = axum::Router::new()
+                        .route(
+                            "/connect",
+                            axum::routing::any(move |req: Request<Body>| {
+                                let shared = ws_shared.clone();
+                                async move { connect(shared, req).await }
+                            }),
+                        )
+                        .fallback(move |req: Request<Body>| {
+                            let shared = shared.clone();
+                            async move { handle(shared, req).await }
+                        });
                     tokio::select! {
                         res = axum::serve(listener, app) => {
                             if let Err(e) = res {
@@ -219,6 +310,7 @@ impl FakeStream {
         FakeStream {
             addr,
             recorded,
+            open_sockets,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
@@ -227,6 +319,29 @@ impl FakeStream {
     /// `http://127.0.0.1:PORT`
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT` (append `/connect?...`).
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Accepted `/connect` websockets currently open (refused ones are never counted).
+    pub fn open_sockets(&self) -> usize {
+        self.open_sockets.load(Ordering::SeqCst)
+    }
+
+    /// Polls until exactly `n` accepted websockets are open or `timeout` passes;
+    /// returns the last count either way (callers assert on it).
+    pub fn wait_for_open_sockets(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let open = self.open_sockets();
+            if open == n || Instant::now() >= deadline {
+                return open;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// A snapshot of every request recorded so far, in arrival order.
@@ -294,18 +409,7 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
         .unwrap_or_default();
 
     let path = parts.uri.path().to_string();
-    let raw_query = parts.uri.query().map(str::to_string);
-    let query = raw_query.as_deref().map(decode_form).unwrap_or_default();
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_ascii_lowercase(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let (raw_query, query, headers) = describe(&parts);
 
     let verdict = check(&shared.apps, &query, &parts.headers);
     let rec = Recorded {
@@ -392,6 +496,326 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
     set(h, "x-ratelimit-reset", &(unix_now() + 60).to_string());
     set(h, "x-fake-upstream", "1");
     resp
+}
+
+/// Raw query, decoded query pairs and lowercase headers of a request, as recorded.
+#[allow(clippy::type_complexity)]
+fn describe(
+    parts: &axum::http::request::Parts,
+) -> (Option<String>, Vec<(String, String)>, Vec<(String, String)>) {
+    let raw_query = parts.uri.query().map(str::to_string);
+    let query = raw_query.as_deref().map(decode_form).unwrap_or_default();
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    (raw_query, query, headers)
+}
+
+/// `/connect`: a websocket upgrade is recorded, checked from the query and served as
+/// Stream's chat socket; anything else is served like a REST request.
+async fn connect(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
+    let (mut parts, body) = req.into_parts();
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(_) => return handle(shared, Request::from_parts(parts, body)).await,
+    };
+    let (raw_query, query, headers) = describe(&parts);
+    let verdict = check_connect(&shared.apps, &query);
+    shared.recorded.lock().unwrap().push(Recorded {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        raw_query,
+        query,
+        headers,
+        body: Vec::new(),
+        auth: verdict
+            .as_ref()
+            .map(|(auth, _, _)| auth.clone())
+            .map_err(|r| r.reason.clone()),
+    });
+    let mut resp = upgrade
+        .on_upgrade(move |socket| async move {
+            match verdict {
+                Ok((_, user_id, payload)) => serve_socket(shared, socket, user_id, payload).await,
+                Err(r) => refuse_socket(socket, r).await,
+            }
+        })
+        .into_response();
+    set(resp.headers_mut(), "x-fake-upstream", "1");
+    resp
+}
+
+/// The check Stream does on `/connect`, all from the query. On success: the auth, the
+/// user id (`json.user_id`) and the parsed `json` payload.
+fn check_connect(
+    apps: &HashMap<String, String>,
+    query: &[(String, String)],
+) -> Result<(StreamAuth, String, serde_json::Value), Refusal> {
+    let first = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let count = |name: &str| query.iter().filter(|(k, _)| k == name).count();
+
+    // 1. api_key
+    let api_key = first("api_key");
+    let secret = match api_key.and_then(|k| apps.get(k)) {
+        Some(s) => s,
+        None => {
+            return Err(refuse(
+                401,
+                2,
+                format!("api_key not found: {:?}", api_key.unwrap_or("<missing>")),
+            ))
+        }
+    };
+
+    // 2. stream-auth-type and authorization query params
+    if count("stream-auth-type") > 1 {
+        return Err(refuse(401, 5, "multiple stream-auth-type query params"));
+    }
+    if count("authorization") > 1 {
+        return Err(refuse(401, 5, "multiple authorization query params"));
+    }
+    let authorization = first("authorization").filter(|t| !t.is_empty());
+    let auth = match first("stream-auth-type") {
+        Some("jwt") => {
+            let token =
+                authorization.ok_or_else(|| refuse(401, 5, "missing authorization query param"))?;
+            match verify_jwt(token, secret)? {
+                user @ StreamAuth::User { .. } => user,
+                _ => {
+                    return Err(refuse(
+                        401,
+                        5,
+                        "a server token cannot open a websocket; user_id claim required",
+                    ))
+                }
+            }
+        }
+        Some("anonymous") => {
+            if authorization.is_some() {
+                return Err(refuse(
+                    401,
+                    5,
+                    "authorization not allowed with stream-auth-type anonymous",
+                ));
+            }
+            StreamAuth::Anonymous
+        }
+        Some(other) => {
+            return Err(refuse(
+                401,
+                5,
+                format!("bad stream-auth-type query param {other:?}"),
+            ))
+        }
+        None => return Err(refuse(401, 5, "missing stream-auth-type query param")),
+    };
+
+    // 3. the json payload and its user_id
+    let raw = first("json").ok_or_else(|| refuse(400, 4, "missing json query param"))?;
+    let payload: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| refuse(400, 4, format!("json query param is not JSON: {e}")))?;
+    let json_user = match payload.get("user_id") {
+        Some(serde_json::Value::String(u)) if !u.is_empty() => u.clone(),
+        _ => {
+            return Err(refuse(
+                400,
+                4,
+                "json query param needs a non-empty string user_id",
+            ))
+        }
+    };
+    if let StreamAuth::User { user_id, .. } = &auth {
+        if *user_id != json_user {
+            return Err(refuse(
+                403,
+                17,
+                format!("json user_id {json_user:?} does not match token user_id {user_id:?}"),
+            ));
+        }
+    }
+    Ok((auth, json_user, payload))
+}
+
+/// Stream's refusal on an upgraded socket: one error frame, then close 1000.
+async fn refuse_socket(mut ws: WebSocket, r: Refusal) {
+    let frame = serde_json::json!({ "error": stream_error_json(r.code, r.status, &r.reason) });
+    if ws
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .is_ok()
+    {
+        close_1000(ws).await;
+    }
+}
+
+/// Sends close 1000, then waits (up to 2 s) for the peer's close reply.
+async fn close_1000(mut ws: WebSocket) {
+    let frame = CloseFrame {
+        code: 1000,
+        reason: "".into(),
+    };
+    if ws.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(_)) = ws.recv().await {}
+        })
+        .await;
+    }
+}
+
+/// Decrements the open-socket counter when the socket task ends (or is dropped).
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An accepted chat socket: `health.check` first, then heartbeats, echo and the
+/// `fake_*` controls from the `json` payload.
+async fn serve_socket(
+    shared: Arc<Shared>,
+    mut ws: WebSocket,
+    user_id: String,
+    payload: serde_json::Value,
+) {
+    shared.open_sockets.fetch_add(1, Ordering::SeqCst);
+    let _guard = OpenGuard(shared.open_sockets.clone());
+
+    let connection_id = new_connection_id();
+    let hello = serde_json::json!({
+        "type": "health.check",
+        "connection_id": connection_id,
+        "cid": "*",
+        "me": {"id": user_id, "role": "user"},
+        "created_at": created_at(),
+    });
+    if ws
+        .send(Message::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let control = |name: &str| payload.get(name).and_then(serde_json::Value::as_u64);
+    let close_at = control("fake_close_after_ms")
+        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    let mut ticker = control("fake_push_every_ms")
+        .filter(|&ms| ms > 0)
+        .map(|ms| {
+            let every = Duration::from_millis(ms);
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+    let mut ticks = 0u64;
+
+    loop {
+        tokio::select! {
+            msg = ws.recv() => {
+                let reply = match msg {
+                    None | Some(Err(_)) => return,
+                    Some(Ok(Message::Text(t))) => {
+                        if is_client_health_check(t.as_str()) {
+                            let hc = serde_json::json!({
+                                "type": "health.check",
+                                "connection_id": connection_id,
+                                "created_at": created_at(),
+                            });
+                            Message::Text(hc.to_string().into())
+                        } else {
+                            Message::Text(t)
+                        }
+                    }
+                    Some(Ok(Message::Binary(b))) => Message::Binary(b),
+                    // tungstenite answers pings and close frames by itself; after a
+                    // close, keep reading until the stream ends.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => continue,
+                };
+                if ws.send(reply).await.is_err() {
+                    return;
+                }
+            }
+            _ = sleep_until_opt(close_at) => {
+                close_1000(ws).await;
+                return;
+            }
+            _ = tick_opt(&mut ticker) => {
+                ticks += 1;
+                let tick = serde_json::json!({"type": "fake.tick", "n": ticks});
+                if ws.send(Message::Text(tick.to_string().into())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn tick_opt(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The JS client's heartbeat: a JSON array whose first element has
+/// `"type":"health.check"`.
+fn is_client_health_check(text: &str) -> bool {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(items)) => {
+            items
+                .first()
+                .and_then(|v| v.get("type"))
+                .and_then(serde_json::Value::as_str)
+                == Some("health.check")
+        }
+        _ => false,
+    }
+}
+
+/// A UUID-shaped id, unique within the process.
+fn new_connection_id() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(n);
+    let r = h.finish();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        r >> 32,
+        (r >> 16) & 0xffff,
+        r & 0xfff,
+        (r >> 20) & 0xfff,
+        n & 0xffff_ffff_ffff
+    )
+}
+
+/// Now as RFC 3339 with nanoseconds, like Stream's `created_at`.
+fn created_at() -> String {
+    humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
 }
 
 fn set(h: &mut HeaderMap, name: &'static str, value: &str) {
