@@ -314,6 +314,15 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    /// What pingora prints about a request in its own error logs. Its default
+    /// is the request line with the query, which carries session tokens
+    /// (`authorization=`) and, after the swap, minted Stream tokens: log the
+    /// method and path only.
+    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+        let req = session.req_header();
+        format!("{} {}", req.method, req.uri.path())
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let (tenant, operation) = match &ctx.forward {

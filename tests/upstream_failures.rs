@@ -203,3 +203,34 @@ async fn admin_unknown_path_is_404_and_other_methods_are_405() {
         .expect("send");
     assert_eq!(resp.status(), 405, "DELETE /readyz");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_logs_never_contain_tokens() {
+    // pingora logs failed requests with a request summary; its default is the
+    // request line with the query, where session tokens travel.
+    let dead = free_addr();
+    let gw = Gateway::start(&config(&format!("http://{dead}"), "1s", "5s"));
+    let token = session();
+    let resp = client()
+        .get(format!(
+            "{}/channels/messaging/general?api_key={API_KEY}&authorization={token}",
+            gw.url()
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_gateway_refusal(resp, 502, -1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.stderr().contains("Fail to proxy") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = gw.stderr();
+    assert!(
+        log.contains("Fail to proxy"),
+        "the failure was not logged: {log}"
+    );
+    assert!(log.contains("GET /channels/messaging/general"), "{log}");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "a token reached the log: {log}");
+    assert!(!log.contains("authorization="), "{log}");
+}
