@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idle-websocket memory and CPU of the gateway (issue 3's load benchmark).
 #   cargo build --release --bin stream-gateway && benches/ws-idle.sh 1000 10000
-# For each N: starts a websocket echo upstream (../shared/bench/ws_echo.py) and
+# For each N: starts the tests' fake Stream as upstream (cargo example
+# fake-stream: Rust, answers /connect with a health.check like Stream) and
 # the gateway (1 thread, benches/gateway-bench.toml) on loopback, opens N idle
 # /connect sockets through it, reads the gateway's RSS (VmRSS) before and with
 # the sockets open and its CPU time over 10 idle seconds, then stops everything
@@ -14,8 +15,10 @@ PY=/usr/bin/python3
 SHARED=${SHARED:-../shared/bench}
 "$PY" -c 'import websockets' || { echo "ws-idle: needs python3-websockets (apt-get install python3-websockets)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-export BENCH_LISTEN=127.0.0.1:9110 BENCH_UPSTREAM=http://127.0.0.1:9012 BENCH_STREAM_API_KEY=bench-key BENCH_WORKERS=1
-export BENCH_APP_SECRET=bench-app-secret BENCH_STREAM_SECRET=bench-stream-secret
+# The fake Stream knows one app: dev-key / dev-stream-secret (config/dev.toml).
+export BENCH_LISTEN=127.0.0.1:9110 BENCH_UPSTREAM=http://127.0.0.1:9012 BENCH_STREAM_API_KEY=dev-key BENCH_WORKERS=1
+export BENCH_APP_SECRET=bench-app-secret BENCH_STREAM_SECRET=dev-stream-secret
+[[ -x target/release/examples/fake-stream ]] || cargo build --release --example fake-stream
 TOKEN=$("$PY" "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; PIDS=(); }
@@ -25,10 +28,10 @@ rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 printf 'N\trss_before_kib\trss_open_kib\tper_socket_bytes\tidle_cpu_pct\n'
 for N in "${@:-1000 10000}"; do
-  "$PY" "$SHARED/ws_echo.py" 9012 >/dev/null 2>&1 & PIDS+=($!); wait_port 9012
+  target/release/examples/fake-stream 127.0.0.1:9012 >/dev/null 2>&1 & PIDS+=($!); wait_port 9012
   benches/run-gateway.sh >/tmp/ws-idle-gateway.log 2>&1 & GW=$!; PIDS+=($GW); wait_port 9110
   before=$(rss_kib "$GW")
-  coproc CLIENT { timeout 300 "$PY" benches/ws_idle_client.py ws://127.0.0.1:9110 "$TOKEN" "$N" 30; }
+  coproc CLIENT { timeout 300 "$PY" benches/ws_idle_client.py ws://127.0.0.1:9110 "$TOKEN" "$N" 30 "$BENCH_STREAM_API_KEY"; }
   PIDS+=($CLIENT_PID)
   read -r line <&"${CLIENT[0]}"
   [[ "$line" == "opened $N" ]] || { echo "client said: $line" >&2; exit 1; }

@@ -14,7 +14,7 @@ import websockets
 async def main(url, token, n, hold):
     q = urllib.parse.urlencode({
         "json": json.dumps({"user_id": "bench-user-1", "user_details": {"id": "bench-user-1"}}),
-        "api_key": "bench-key", "authorization": token, "stream-auth-type": "jwt",
+        "api_key": sys.argv[5] if len(sys.argv) > 5 else "bench-key", "authorization": token, "stream-auth-type": "jwt",
         "X-Stream-Client": "ws-idle-bench",
     })
     socks = []

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
@@ -16,6 +17,9 @@ use crate::exchange::Exchange;
 use crate::proxy::GatewayProxy;
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
+
+/// Read buffer of each client connection (pingora's default is 64 KiB).
+pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// Process-level flags shared with pingora.
 #[derive(Debug, Default, Clone, Copy)]
@@ -69,7 +73,13 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         gateway,
         "stream-gateway",
     );
-    proxy.add_tcp(&settings.server.listen.to_string());
+    // pingora reads each client connection through a 64 KiB buffer by default;
+    // with tens of thousands of mostly idle websockets that buffer dominates
+    // memory, and request heads and websocket frames are far smaller.
+    proxy.add_listener(
+        ListenerConfig::tcp(settings.server.listen.to_string())
+            .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER)),
+    );
     server.add_service(proxy);
 
     if let Some(admin_addr) = settings.server.admin_listen {
