@@ -332,3 +332,37 @@ fn upgrade_on_a_rest_route_is_refused_and_not_forwarded() {
     );
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_sockets_work_only_where_the_tenant_allows_them() {
+    let anon_json = json!({"user_id": "5b1c1f2e-anon", "user_details": {"id": "5b1c1f2e-anon"}});
+    let q = common::fake_stream::connect_query_with(API_KEY, "", "anonymous", &anon_json);
+    let (fake, gw) = setup("allow_anonymous = true");
+    let mut ws = connect(&gw, &q).await;
+    assert_eq!(next_json(&mut ws).await["type"], "health.check");
+    let r = &connect_records(&fake)[0];
+    assert_eq!(r.auth, Ok(StreamAuth::Anonymous));
+    assert_eq!(r.query_all("stream-auth-type"), ["anonymous"]);
+
+    let (closed_fake, closed) = setup("");
+    assert_refused(connect(&closed, &q).await, 5, 401).await;
+    assert!(connect_records(&closed_fake).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_cap_is_released_when_the_client_vanishes_without_a_close() {
+    let (fake, gw) = setup("[tenants.limits]\nmax_connections_per_user = 1");
+    let q = connect_query(API_KEY, &session_for("alice"), "alice");
+    let mut ws = connect(&gw, &q).await;
+    assert_eq!(next_json(&mut ws).await["type"], "health.check");
+    assert_eq!(fake.wait_for_open_sockets(1, Duration::from_secs(10)), 1);
+    // Drop the TCP connection without a websocket close handshake.
+    drop(ws);
+    assert_eq!(
+        fake.wait_for_open_sockets(0, Duration::from_secs(10)),
+        0,
+        "upstream socket not closed"
+    );
+    let v = connect_until_open(&gw, &q).await;
+    assert_eq!(v["type"], "health.check");
+}
