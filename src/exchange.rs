@@ -185,5 +185,4 @@ impl Exchange {
 }
 
 #[cfg(test)]
-#[path = "exchange_tests.rs"]
 mod tests;

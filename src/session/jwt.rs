@@ -173,5 +173,4 @@ fn numeric_date(v: Option<&Value>) -> Option<u64> {
 }
 
 #[cfg(test)]
-#[path = "jwt_tests.rs"]
 mod tests;
