@@ -42,7 +42,7 @@ pub enum ForwardAuth {
 }
 
 pub struct Exchange {
-    pub tenants: Tenants,
+    pub tenants: Arc<Tenants>,
     pub policy: Policy,
 }
 

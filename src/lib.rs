@@ -14,6 +14,7 @@
 //! - [`query`]: query-string parsing and the parameter swap.
 //! - [`stream_token`]: minting and caching per-user Stream tokens.
 //! - [`tenant`]: tenants by `api_key`.
+//! - [`limits`]: local rate limits (governor) per user, IP and tenant.
 //! - [`connections`]: concurrent websocket caps (per user, per tenant).
 //! - [`exchange`]: the per-request decision, free of pingora.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
@@ -30,6 +31,7 @@ pub mod config;
 pub mod connections;
 pub mod credential;
 pub mod exchange;
+pub mod limits;
 pub mod policy;
 pub mod proxy;
 pub mod query;

@@ -105,6 +105,17 @@ async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
+    if let Refusal::RateLimited(l) = refusal {
+        // As Stream sends them: the bucket size, none left, and when (Unix
+        // seconds) a request will pass again.
+        resp.insert_header("retry-after", l.retry_after_secs.to_string())?;
+        resp.insert_header("x-ratelimit-limit", l.limit.to_string())?;
+        resp.insert_header("x-ratelimit-remaining", "0")?;
+        resp.insert_header(
+            "x-ratelimit-reset",
+            (unix_now() + l.retry_after_secs).to_string(),
+        )?;
+    }
     // A refused request's body was never read: do not reuse the connection
     // unless there was none, or the next request would start mid-body.
     if !session.is_body_empty() {
@@ -130,6 +141,10 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let websocket = is_websocket_upgrade(session);
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let req = session.req_header();
         let decision = self.exchange.decide(
             req.method.as_str(),
@@ -143,11 +158,16 @@ impl ProxyHttp for GatewayProxy {
         // the guard lives in the context, so it is released however the
         // socket ends.
         let decision = decision.and_then(|forward| {
+            let user = match &forward.auth {
+                ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
+                ForwardAuth::Anonymous => None,
+            };
+            forward
+                .tenant
+                .limits
+                .check(user, client_ip)
+                .map_err(Refusal::RateLimited)?;
             if forward.websocket {
-                let user = match &forward.auth {
-                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
-                    ForwardAuth::Anonymous => None,
-                };
                 ctx.connection = Some(forward.tenant.connections.acquire(user)?);
             }
             Ok(forward)

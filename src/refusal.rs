@@ -43,6 +43,8 @@ pub enum Refusal {
     IdentityMismatch,
     /// Route not in the table and unknown routes are denied (code 17).
     UnknownRoute,
+    /// Over a local rate limit (code 9); the details feed the 429 headers.
+    RateLimited(crate::limits::Limited),
     /// Over the concurrent-websocket cap for the user or tenant (code 71).
     TooManyConnections,
     /// Path failed normalisation (code 4).
@@ -85,7 +87,7 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::IdentityMismatch => 403,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
-            Refusal::TooManyConnections => 429,
+            Refusal::TooManyConnections | Refusal::RateLimited(_) => 429,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -109,6 +111,7 @@ impl Refusal {
             | Refusal::IdentityMismatch => 17,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
             Refusal::TooManyConnections => 71,
+            Refusal::RateLimited(_) => 9,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
             Refusal::UpstreamUnavailable | Refusal::Internal => -1,
@@ -142,6 +145,9 @@ impl Refusal {
                 "the connect payload's user does not match the session".into()
             }
             Refusal::TooManyConnections => "too many concurrent connections".into(),
+            Refusal::RateLimited(_) => {
+                "too many requests, check the response headers for when to retry".into()
+            }
             Refusal::BadPath(why) => format!("bad request path: {why}"),
             Refusal::BadRequest(why) => format!("bad request: {why}"),
             Refusal::UpstreamUnavailable => "upstream Stream API is unavailable".into(),
@@ -197,6 +203,10 @@ mod tests {
             Refusal::UnknownRoute,
             Refusal::IdentityMismatch,
             Refusal::TooManyConnections,
+            Refusal::RateLimited(crate::limits::Limited {
+                limit: 1,
+                retry_after_secs: 1,
+            }),
             Refusal::BadPath("x".into()),
             Refusal::BadRequest("x"),
             Refusal::UpstreamUnavailable,

@@ -61,9 +61,14 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let tenants = Arc::new(Tenants::new(settings.tenants));
+    server.add_service(background_service(
+        "rate limit pruner",
+        LimitPruner(Arc::clone(&tenants)),
+    ));
     let gateway = GatewayProxy {
         exchange: Exchange {
-            tenants: Tenants::new(settings.tenants),
+            tenants,
             policy: settings.policy,
         },
         upstream: Arc::clone(&upstream),
@@ -95,4 +100,27 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     }
     server.add_service(background_service("upstream resolver", Resolver(upstream)));
     Ok(server)
+}
+
+/// Drops idle keys from the keyed rate limiters, so memory follows the set
+/// of recently active users and IPs rather than every one ever seen.
+struct LimitPruner(Arc<Tenants>);
+
+/// How often idle limiter keys are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for LimitPruner {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(PRUNE_EVERY) => {
+                    for t in self.0.iter() {
+                        t.limits.prune();
+                    }
+                }
+            }
+        }
+    }
 }

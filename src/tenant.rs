@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::config::TenantSettings;
 use crate::connections::ConnectionLimits;
+use crate::limits::LocalLimits;
 use crate::session::CachedVerifier;
 use crate::stream_token::TokenMinter;
 
@@ -17,6 +18,7 @@ pub struct Tenant {
     pub session: Option<CachedVerifier>,
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
+    pub limits: LocalLimits,
 }
 
 pub struct Tenants {
@@ -34,6 +36,7 @@ impl Tenants {
                         t.max_connections_per_user,
                         t.max_connections,
                     ),
+                    limits: LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,
@@ -50,5 +53,9 @@ impl Tenants {
 
     pub fn by_api_key(&self, key: &str) -> Option<&Arc<Tenant>> {
         self.by_key.get(key)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Tenant>> {
+        self.by_key.values()
     }
 }

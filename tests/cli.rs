@@ -147,7 +147,7 @@ fn check_accepts_a_valid_config() {
 #[test]
 fn check_notes_sections_that_are_parsed_but_not_enforced() {
     let text = format!(
-        "{VALID}\n[tenants.limits]\nper_user = {{ rate = \"20/s\", burst = 40 }}\n\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n"
+        "{VALID}\n[tenants.quota]\nrequests_per_minute = 600\n\n[redis]\nurl = \"redis://127.0.0.1:6379\"\n"
     );
     let (_dir, path) = write_config("gateway.toml", &text);
     let out = check(
@@ -158,7 +158,7 @@ fn check_notes_sections_that_are_parsed_but_not_enforced() {
     let err = stderr(&out);
     assert!(
         err.lines()
-            .any(|l| l.starts_with("note: ") && l.contains("tenants[acme].limits")),
+            .any(|l| l.starts_with("note: ") && l.contains("tenants[acme].quota")),
         "{}",
         describe(&out)
     );

@@ -61,6 +61,10 @@ pub struct TenantSettings {
     /// Close an open websocket (code-40 frame) once its session expires.
     pub close_on_session_expiry: bool,
     pub token_cache_size: u64,
+    /// Local rate limits (governor buckets).
+    pub per_user: Option<crate::limits::Rate>,
+    pub per_ip: Option<crate::limits::Rate>,
+    pub per_tenant: Option<crate::limits::Rate>,
     /// Concurrent websockets in this process, per user and per tenant.
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,

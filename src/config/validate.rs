@@ -55,30 +55,8 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.api_key: the same api_key is used by two tenants"
             ));
         }
-        if t.limits
-            .as_ref()
-            .is_some_and(|l| l.per_user.is_some() || l.per_ip.is_some() || l.per_tenant.is_some())
-        {
-            notices.push(format!("{name}.limits: per_user, per_ip and per_tenant rates are parsed but not enforced by this version (the websocket caps are)"));
-        }
         if t.quota.is_some() {
             notices.push(format!("{name}.quota: parsed but not enforced by this version (quotas are not implemented yet)"));
-        }
-        if let Some(limits) = &t.limits {
-            for (key, rate) in [
-                ("per_user", &limits.per_user),
-                ("per_ip", &limits.per_ip),
-                ("per_tenant", &limits.per_tenant),
-            ] {
-                if let Some(r) = rate {
-                    if let Err(e) = parse_rate(&r.rate) {
-                        p.add(format!("{name}.limits.{key}.rate: {e}"));
-                    }
-                    if r.burst == 0 {
-                        p.add(format!("{name}.limits.{key}.burst: must be at least 1"));
-                    }
-                }
-            }
         }
         if let Some(t) = tenant(&name, t, base_dir, &mut p) {
             tenants.push(t);
@@ -308,10 +286,49 @@ fn tenant(
         allow_anonymous: t.allow_anonymous,
         close_on_session_expiry: t.close_on_session_expiry.unwrap_or(true),
         token_cache_size: t.token_cache_size.unwrap_or(file::DEFAULT_TOKEN_CACHE_SIZE),
+        per_user: rate(
+            name,
+            "per_user",
+            t.limits.as_ref().and_then(|l| l.per_user.as_ref()),
+            p,
+        ),
+        per_ip: rate(
+            name,
+            "per_ip",
+            t.limits.as_ref().and_then(|l| l.per_ip.as_ref()),
+            p,
+        ),
+        per_tenant: rate(
+            name,
+            "per_tenant",
+            t.limits.as_ref().and_then(|l| l.per_tenant.as_ref()),
+            p,
+        ),
         max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
     })
+}
+
+fn rate(
+    name: &str,
+    key: &str,
+    r: Option<&file::RateSection>,
+    p: &mut Problems,
+) -> Option<crate::limits::Rate> {
+    let r = r?;
+    let (count, window) = match parse_rate(&r.rate) {
+        Ok(v) => v,
+        Err(e) => {
+            p.add(format!("{name}.limits.{key}.rate: {e}"));
+            return None;
+        }
+    };
+    let out = crate::limits::Rate::new(count, window, r.burst);
+    if out.is_none() {
+        p.add(format!("{name}.limits.{key}.burst: must be at least 1"));
+    }
+    out
 }
 
 /// Parses `"20/s"`, `"100/min"`, `"1000/h"` into (count, seconds per window).

@@ -19,6 +19,9 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         stream_token_ttl: Duration::from_secs(3600),
         allow_anonymous,
         token_cache_size: 10,
+        per_user: None,
+        per_ip: None,
+        per_tenant: None,
         close_on_session_expiry: true,
         max_connections_per_user: None,
         max_connections: None,
@@ -36,7 +39,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
     };
     let _ = TokenMinter::new;
     Exchange {
-        tenants: Tenants::new(vec![tenant("k1", true), tenant("k2", true)]),
+        tenants: Arc::new(Tenants::new(vec![tenant("k1", true), tenant("k2", true)])),
         policy: Policy::new(UnknownRoutes::Deny, &[], &[]).unwrap(),
     }
 }

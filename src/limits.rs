@@ -1,0 +1,226 @@
+//! Local rate limits (governor token buckets) per user, per client IP and per
+//! tenant, checked before a request is forwarded.
+//!
+//! Keyed limiters keep one small state per key; [`LocalLimits::prune`] (run on
+//! a timer by the server) drops the keys whose buckets are full again, so a
+//! million one-off users do not stay in memory. Time comes from a governor
+//! `Clock`, so tests drive the buckets with a fake clock.
+//!
+//! Not here yet: per-route overrides and the fleet-wide quotas in Redis.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{NotUntil, Quota, RateLimiter};
+
+/// A parsed `{ rate = "20/s", burst = 40 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub quota: Quota,
+    pub burst: u32,
+}
+
+impl Rate {
+    /// `count` requests per `window_secs`, bursts up to `burst`.
+    pub fn new(count: u32, window_secs: u64, burst: u32) -> Option<Rate> {
+        let count = NonZeroU32::new(count)?;
+        let burst_nz = NonZeroU32::new(burst)?;
+        let period = Duration::from_secs(window_secs) / count.get();
+        let quota = Quota::with_period(period)?.allow_burst(burst_nz);
+        Some(Rate { quota, burst })
+    }
+}
+
+/// A refusal's details, for Stream's 429 headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    /// Bucket size of the limit that refused (`X-RateLimit-Limit`).
+    pub limit: u32,
+    /// Whole seconds until a request would pass (`Retry-After`, at least 1).
+    pub retry_after_secs: u64,
+}
+
+type Keyed<K, C> =
+    RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+pub struct LocalLimits<C: Clock = DefaultClock> {
+    clock: C,
+    per_user: Option<(u32, Keyed<String, C>)>,
+    per_ip: Option<(u32, Keyed<IpAddr, C>)>,
+    per_tenant: Option<(u32, Direct<C>)>,
+}
+
+impl LocalLimits<DefaultClock> {
+    pub fn new(per_user: Option<Rate>, per_ip: Option<Rate>, per_tenant: Option<Rate>) -> Self {
+        Self::with_clock(per_user, per_ip, per_tenant, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> LocalLimits<C> {
+    pub fn with_clock(
+        per_user: Option<Rate>,
+        per_ip: Option<Rate>,
+        per_tenant: Option<Rate>,
+        clock: C,
+    ) -> Self {
+        LocalLimits {
+            per_user: per_user.map(|r| {
+                (
+                    r.burst,
+                    RateLimiter::dashmap_with_clock(r.quota, clock.clone()),
+                )
+            }),
+            per_ip: per_ip.map(|r| {
+                (
+                    r.burst,
+                    RateLimiter::dashmap_with_clock(r.quota, clock.clone()),
+                )
+            }),
+            per_tenant: per_tenant.map(|r| {
+                (
+                    r.burst,
+                    RateLimiter::direct_with_clock(r.quota, clock.clone()),
+                )
+            }),
+            clock,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.per_user.is_none() && self.per_ip.is_none() && self.per_tenant.is_none()
+    }
+
+    /// Takes one request from every bucket that applies, narrowest first.
+    /// A request refused by one bucket has still been counted by the
+    /// narrower ones before it: a client hammering past the tenant limit
+    /// also drains its own bucket, which is the fair outcome.
+    pub fn check(&self, user: Option<&str>, ip: Option<IpAddr>) -> Result<(), Limited> {
+        if let (Some((burst, l)), Some(u)) = (&self.per_user, user) {
+            // Keys are owned Strings; a lookup needs one allocation.
+            l.check_key(&u.to_string())
+                .map_err(|n| self.limited(*burst, &n))?;
+        }
+        if let (Some((burst, l)), Some(ip)) = (&self.per_ip, ip) {
+            l.check_key(&ip).map_err(|n| self.limited(*burst, &n))?;
+        }
+        if let Some((burst, l)) = &self.per_tenant {
+            l.check().map_err(|n| self.limited(*burst, &n))?;
+        }
+        Ok(())
+    }
+
+    fn limited(&self, limit: u32, not_until: &NotUntil<C::Instant>) -> Limited {
+        let wait = not_until.wait_time_from(self.clock.now());
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Limited {
+            limit,
+            retry_after_secs: secs.max(1),
+        }
+    }
+
+    /// Drops per-key state of buckets that are full again (idle keys).
+    pub fn prune(&self) {
+        fn prune_one<K: Hash + Eq + Clone, C: Clock>(l: &Keyed<K, C>) {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some((_, l)) = &self.per_user {
+            prune_one(l);
+        }
+        if let Some((_, l)) = &self.per_ip {
+            prune_one(l);
+        }
+    }
+
+    /// Keys currently held (users + IPs), for tests and metrics.
+    pub fn tracked_keys(&self) -> usize {
+        self.per_user.as_ref().map_or(0, |(_, l)| l.len())
+            + self.per_ip.as_ref().map_or(0, |(_, l)| l.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn limits(
+        user: Option<Rate>,
+        ip: Option<Rate>,
+        tenant: Option<Rate>,
+    ) -> (LocalLimits<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (
+            LocalLimits::with_clock(user, ip, tenant, clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn per_user_bucket_allows_burst_then_refills_at_rate() {
+        let (l, clock) = limits(Rate::new(2, 1, 3), None, None);
+        for _ in 0..3 {
+            assert_eq!(l.check(Some("a"), None), Ok(()));
+        }
+        assert_eq!(
+            l.check(Some("a"), None),
+            Err(Limited {
+                limit: 3,
+                retry_after_secs: 1
+            })
+        );
+        assert_eq!(
+            l.check(Some("b"), None),
+            Ok(()),
+            "other users have their own bucket"
+        );
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(
+            l.check(Some("a"), None),
+            Ok(()),
+            "one token back after 1/rate"
+        );
+        assert!(l.check(Some("a"), None).is_err());
+    }
+
+    #[test]
+    fn per_minute_rates_report_long_retry_after() {
+        let (l, _clock) = limits(None, Rate::new(6, 60, 1), None);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(l.check(None, Some(ip)), Ok(()));
+        assert_eq!(
+            l.check(None, Some(ip)),
+            Err(Limited {
+                limit: 1,
+                retry_after_secs: 10
+            })
+        );
+    }
+
+    #[test]
+    fn tenant_bucket_is_shared_by_everyone() {
+        let (l, _clock) = limits(None, None, Rate::new(1, 1, 2));
+        assert!(l.check(Some("a"), None).is_ok());
+        assert!(l.check(Some("b"), None).is_ok());
+        assert!(l.check(Some("c"), None).is_err());
+    }
+
+    #[test]
+    fn prune_drops_idle_keys() {
+        let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
+        for i in 0..1000 {
+            l.check(Some(&format!("u{i}")), None).unwrap();
+        }
+        assert_eq!(l.tracked_keys(), 1000);
+        clock.advance(Duration::from_secs(2));
+        l.prune();
+        assert_eq!(l.tracked_keys(), 0);
+    }
+}
