@@ -6,7 +6,8 @@
 //! million one-off users do not stay in memory. Time comes from a governor
 //! `Clock`, so tests drive the buckets with a fake clock.
 //!
-//! Not here yet: per-route overrides and the fleet-wide quotas in Redis.
+//! Per-route limits ([`RouteSelector`]) are keyed by user, or by client IP for
+//! anonymous users. Not here yet: the fleet-wide quotas in Redis.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -50,8 +51,43 @@ type Keyed<K, C> =
     RateLimiter<K, DefaultKeyedStateStore<K>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 type Direct<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
+/// Which requests a per-route limit counts: an operation name from the route
+/// table, or a method and path template (placeholder names ignored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSelector {
+    Operation(String),
+    Route { method: String, template: String },
+}
+
+impl RouteSelector {
+    fn matches(&self, method: &str, template: &str, operation: &str) -> bool {
+        match self {
+            RouteSelector::Operation(op) => op == operation,
+            RouteSelector::Route {
+                method: m,
+                template: t,
+            } => m == method && same_shape(t, template),
+        }
+    }
+}
+
+/// Templates are equal up to placeholder names (`{id}` = `{message_id}`).
+fn same_shape(a: &str, b: &str) -> bool {
+    let seg = |s: &str| s.starts_with('{') && s.ends_with('}');
+    let (mut x, mut y) = (a.split('/'), b.split('/'));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) if (seg(p) && seg(q)) || p.eq_ignore_ascii_case(q) => {}
+            _ => return false,
+        }
+    }
+}
+
 pub struct LocalLimits<C: Clock = DefaultClock> {
     clock: C,
+    /// Per-route buckets, keyed by user (or client IP for anonymous users).
+    routes: Vec<(RouteSelector, u32, Keyed<String, C>)>,
     per_user: Option<(u32, Keyed<String, C>)>,
     per_ip: Option<(u32, Keyed<IpAddr, C>)>,
     per_tenant: Option<(u32, Direct<C>)>,
@@ -61,6 +97,14 @@ impl LocalLimits<DefaultClock> {
     pub fn new(per_user: Option<Rate>, per_ip: Option<Rate>, per_tenant: Option<Rate>) -> Self {
         Self::with_clock(per_user, per_ip, per_tenant, DefaultClock::default())
     }
+}
+
+/// What a request is, for per-route limits.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestKind<'a> {
+    pub method: &'a str,
+    pub template: &'a str,
+    pub operation: &'a str,
 }
 
 impl<C: Clock + Clone> LocalLimits<C> {
@@ -89,19 +133,45 @@ impl<C: Clock + Clone> LocalLimits<C> {
                     RateLimiter::direct_with_clock(r.quota, clock.clone()),
                 )
             }),
+            routes: Vec::new(),
             clock,
         }
     }
 
+    /// Adds a per-route limit (checked before the general ones).
+    pub fn with_route(mut self, selector: RouteSelector, rate: Rate) -> Self {
+        let l = RateLimiter::dashmap_with_clock(rate.quota, self.clock.clone());
+        self.routes.push((selector, rate.burst, l));
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.per_user.is_none() && self.per_ip.is_none() && self.per_tenant.is_none()
+        self.per_user.is_none()
+            && self.per_ip.is_none()
+            && self.per_tenant.is_none()
+            && self.routes.is_empty()
     }
 
     /// Takes one request from every bucket that applies, narrowest first.
     /// A request refused by one bucket has still been counted by the
     /// narrower ones before it: a client hammering past the tenant limit
     /// also drains its own bucket, which is the fair outcome.
-    pub fn check(&self, user: Option<&str>, ip: Option<IpAddr>) -> Result<(), Limited> {
+    pub fn check(
+        &self,
+        user: Option<&str>,
+        ip: Option<IpAddr>,
+        kind: RequestKind<'_>,
+    ) -> Result<(), Limited> {
+        for (sel, burst, l) in &self.routes {
+            if sel.matches(kind.method, kind.template, kind.operation) {
+                let key = match (user, ip) {
+                    (Some(u), _) => format!("u:{u}"),
+                    (None, Some(ip)) => format!("ip:{ip}"),
+                    (None, None) => "anonymous".to_string(),
+                };
+                l.check_key(&key).map_err(|n| self.limited(*burst, &n))?;
+            }
+        }
         if let (Some((burst, l)), Some(u)) = (&self.per_user, user) {
             // Keys are owned Strings; a lookup needs one allocation.
             l.check_key(&u.to_string())
@@ -137,6 +207,9 @@ impl<C: Clock + Clone> LocalLimits<C> {
         if let Some((_, l)) = &self.per_ip {
             prune_one(l);
         }
+        for (_, _, l) in &self.routes {
+            prune_one(l);
+        }
     }
 
     /// Keys currently held (users + IPs), for tests and metrics.
@@ -150,6 +223,12 @@ impl<C: Clock + Clone> LocalLimits<C> {
 mod tests {
     use super::*;
     use governor::clock::FakeRelativeClock;
+
+    const ANY: RequestKind<'static> = RequestKind {
+        method: "GET",
+        template: "/app",
+        operation: "GetApp",
+    };
 
     fn limits(
         user: Option<Rate>,
@@ -167,36 +246,36 @@ mod tests {
     fn per_user_bucket_allows_burst_then_refills_at_rate() {
         let (l, clock) = limits(Rate::new(2, 1, 3), None, None);
         for _ in 0..3 {
-            assert_eq!(l.check(Some("a"), None), Ok(()));
+            assert_eq!(l.check(Some("a"), None, ANY), Ok(()));
         }
         assert_eq!(
-            l.check(Some("a"), None),
+            l.check(Some("a"), None, ANY),
             Err(Limited {
                 limit: 3,
                 retry_after_secs: 1
             })
         );
         assert_eq!(
-            l.check(Some("b"), None),
+            l.check(Some("b"), None, ANY),
             Ok(()),
             "other users have their own bucket"
         );
         clock.advance(Duration::from_millis(500));
         assert_eq!(
-            l.check(Some("a"), None),
+            l.check(Some("a"), None, ANY),
             Ok(()),
             "one token back after 1/rate"
         );
-        assert!(l.check(Some("a"), None).is_err());
+        assert!(l.check(Some("a"), None, ANY).is_err());
     }
 
     #[test]
     fn per_minute_rates_report_long_retry_after() {
         let (l, _clock) = limits(None, Rate::new(6, 60, 1), None);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(l.check(None, Some(ip)), Ok(()));
+        assert_eq!(l.check(None, Some(ip), ANY), Ok(()));
         assert_eq!(
-            l.check(None, Some(ip)),
+            l.check(None, Some(ip), ANY),
             Err(Limited {
                 limit: 1,
                 retry_after_secs: 10
@@ -207,16 +286,55 @@ mod tests {
     #[test]
     fn tenant_bucket_is_shared_by_everyone() {
         let (l, _clock) = limits(None, None, Rate::new(1, 1, 2));
-        assert!(l.check(Some("a"), None).is_ok());
-        assert!(l.check(Some("b"), None).is_ok());
-        assert!(l.check(Some("c"), None).is_err());
+        assert!(l.check(Some("a"), None, ANY).is_ok());
+        assert!(l.check(Some("b"), None, ANY).is_ok());
+        assert!(l.check(Some("c"), None, ANY).is_err());
+    }
+
+    #[test]
+    fn route_limits_apply_to_their_route_only() {
+        let clock = FakeRelativeClock::default();
+        let l = LocalLimits::with_clock(None, None, None, clock)
+            .with_route(
+                RouteSelector::Operation("SendMessage".into()),
+                Rate::new(1, 60, 1).unwrap(),
+            )
+            .with_route(
+                RouteSelector::Route {
+                    method: "POST".into(),
+                    template: "/channels/{a}/{b}/read".into(),
+                },
+                Rate::new(1, 60, 1).unwrap(),
+            );
+        let send = RequestKind {
+            method: "POST",
+            template: "/channels/{type}/{id}/message",
+            operation: "SendMessage",
+        };
+        let read = RequestKind {
+            method: "POST",
+            template: "/channels/{type}/{id}/read",
+            operation: "MarkRead",
+        };
+        assert!(l.check(Some("a"), None, send).is_ok());
+        assert!(l.check(Some("a"), None, send).is_err());
+        assert!(l.check(Some("b"), None, send).is_ok(), "per user");
+        assert!(l.check(Some("a"), None, read).is_ok());
+        assert!(
+            l.check(Some("a"), None, read).is_err(),
+            "template match ignores placeholder names"
+        );
+        assert!(
+            l.check(Some("a"), None, ANY).is_ok(),
+            "other routes unaffected"
+        );
     }
 
     #[test]
     fn prune_drops_idle_keys() {
         let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
         for i in 0..1000 {
-            l.check(Some(&format!("u{i}")), None).unwrap();
+            l.check(Some(&format!("u{i}")), None, ANY).unwrap();
         }
         assert_eq!(l.tracked_keys(), 1000);
         clock.advance(Duration::from_secs(2));

@@ -16,6 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::connections::ConnectionGuard;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
+use crate::limits::RequestKind;
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
@@ -146,6 +147,7 @@ impl ProxyHttp for GatewayProxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
+        let method = req.method.as_str();
         let decision = self.exchange.decide(
             req.method.as_str(),
             req.uri.path(),
@@ -162,10 +164,15 @@ impl ProxyHttp for GatewayProxy {
                 ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
                 ForwardAuth::Anonymous => None,
             };
+            let kind = RequestKind {
+                method,
+                template: &forward.template,
+                operation: &forward.operation,
+            };
             forward
                 .tenant
                 .limits
-                .check(user, client_ip)
+                .check(user, client_ip, kind)
                 .map_err(Refusal::RateLimited)?;
             if forward.websocket {
                 ctx.connection = Some(forward.tenant.connections.acquire(user)?);

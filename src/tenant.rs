@@ -36,7 +36,10 @@ impl Tenants {
                         t.max_connections_per_user,
                         t.max_connections,
                     ),
-                    limits: LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
+                    limits: t.route_limits.into_iter().fold(
+                        LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
+                        |l, (sel, rate)| l.with_route(sel, rate),
+                    ),
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,

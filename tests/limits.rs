@@ -114,3 +114,47 @@ fn bad_rates_are_config_errors() {
     assert!(err.contains("limits.per_user.rate"), "{err}");
     assert!(err.contains("limits.per_ip.burst"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_limits_are_tighter_for_their_route_only() {
+    let limits = "[[tenants.limits.routes]]\nroute = \"SendMessage\"\nrate = \"1/min\"\nburst = 1";
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let gw = Gateway::start(&gateway_config(&fake.url(), "", limits));
+    let alice = session_for("alice");
+    let send = || {
+        client()
+            .post(format!(
+                "{}/channels/messaging/general/message?api_key={API_KEY}",
+                gw.url()
+            ))
+            .header("authorization", &alice)
+            .body(r#"{"message":{"text":"hi"}}"#)
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200);
+    assert_rate_limited(send().await.unwrap(), "1", 59, 60).await;
+    assert_eq!(
+        get(&gw, &alice).await.status(),
+        200,
+        "other routes are not limited"
+    );
+    assert_eq!(fake.requests().len(), 2);
+}
+
+#[test]
+fn a_route_limit_naming_no_operation_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.toml");
+    let limits = "[[tenants.limits.routes]]\nroute = \"SendMesage\"\nrate = \"1/s\"\nburst = 1";
+    let config = gateway_config("http://127.0.0.1:1", "", limits)
+        .replace("@LISTEN@", "127.0.0.1:1")
+        .replace("@ADMIN@", "127.0.0.1:2");
+    std::fs::write(&path, config).unwrap();
+    let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("limits.routes[0].route") && err.contains("SendMesage"),
+        "{err}"
+    );
+}

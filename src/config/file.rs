@@ -165,6 +165,18 @@ pub struct LimitsSection {
     pub per_tenant: Option<RateSection>,
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,
+    #[serde(default)]
+    pub routes: Vec<RouteRateSection>,
+}
+
+/// `[[tenants.limits.routes]]`: a tighter bucket per user for some routes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRateSection {
+    /// An operation name (`"SendMessage"`) or `"METHOD /path/{x}"`.
+    pub route: String,
+    pub rate: String,
+    pub burst: u32,
 }
 
 #[derive(Debug, Deserialize)]

@@ -65,6 +65,7 @@ pub struct TenantSettings {
     pub per_user: Option<crate::limits::Rate>,
     pub per_ip: Option<crate::limits::Rate>,
     pub per_tenant: Option<crate::limits::Rate>,
+    pub route_limits: Vec<(crate::limits::RouteSelector, crate::limits::Rate)>,
     /// Concurrent websockets in this process, per user and per tenant.
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,

@@ -58,7 +58,7 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
         if t.quota.is_some() {
             notices.push(format!("{name}.quota: parsed but not enforced by this version (quotas are not implemented yet)"));
         }
-        if let Some(t) = tenant(&name, t, base_dir, &mut p) {
+        if let Some(t) = tenant(&name, t, base_dir, policy.as_ref(), &mut p) {
             tenants.push(t);
         }
     }
@@ -243,8 +243,14 @@ fn tenant(
     name: &str,
     t: TenantSection,
     base_dir: &Path,
+    policy: Option<&Policy>,
     p: &mut Problems,
 ) -> Option<TenantSettings> {
+    let route_limits = t
+        .limits
+        .as_ref()
+        .map(|l| route_limits(name, &l.routes, policy, p))
+        .unwrap_or_default();
     let api_secret = match resolve(&t.api_secret, base_dir) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -298,6 +304,7 @@ fn tenant(
             t.limits.as_ref().and_then(|l| l.per_ip.as_ref()),
             p,
         ),
+        route_limits,
         per_tenant: rate(
             name,
             "per_tenant",
@@ -308,6 +315,46 @@ fn tenant(
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
     })
+}
+
+fn route_limits(
+    name: &str,
+    routes: &[file::RouteRateSection],
+    policy: Option<&Policy>,
+    p: &mut Problems,
+) -> Vec<(crate::limits::RouteSelector, crate::limits::Rate)> {
+    use crate::limits::RouteSelector;
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let key = format!("{name}.limits.routes[{i}]");
+        let selector = match Rule::from_str(&r.route) {
+            Ok(Rule::Operation(op)) => {
+                // A typo would silently limit nothing: the name must exist.
+                if policy
+                    .is_some_and(|pol| !pol.table().routes().iter().any(|rt| rt.operation == op))
+                {
+                    p.add(format!(
+                        "{key}.route: no operation \"{op}\" in the route table"
+                    ));
+                    continue;
+                }
+                RouteSelector::Operation(op)
+            }
+            Ok(Rule::Route { method, template }) => RouteSelector::Route { method, template },
+            Err(e) => {
+                p.add(format!("{key}.route: \"{}\": {e}", r.route));
+                continue;
+            }
+        };
+        let section = file::RateSection {
+            rate: r.rate.clone(),
+            burst: r.burst,
+        };
+        if let Some(rate) = rate(name, &format!("routes[{i}]"), Some(&section), p) {
+            out.push((selector, rate));
+        }
+    }
+    out
 }
 
 fn rate(
