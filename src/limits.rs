@@ -331,6 +331,20 @@ mod tests {
     }
 
     #[test]
+    fn a_million_distinct_users_are_pruned_away() {
+        // The memory claim of the pruning timer: state for 1,000,000 one-off
+        // users is dropped once their buckets are full again.
+        let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
+        for i in 0..1_000_000u32 {
+            assert!(l.check(Some(&i.to_string()), None, ANY).is_ok());
+        }
+        assert_eq!(l.tracked_keys(), 1_000_000);
+        clock.advance(Duration::from_secs(2));
+        l.prune();
+        assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[test]
     fn prune_drops_idle_keys() {
         let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
         for i in 0..1000 {
