@@ -18,6 +18,8 @@ use crate::websocket;
 
 /// The operation name of `GET /connect` in the route table.
 pub const CONNECT_OPERATION: &str = "Connect";
+/// The operation name of `GET /longpoll` (v1 and `/api/v2`).
+pub const LONGPOLL_OPERATION: &str = "LongPoll";
 
 /// Query parameters the gateway owns: the client's values never go upstream.
 const OWNED_PARAMS: [&str; 3] = ["api_key", "authorization", "stream-auth-type"];
@@ -102,9 +104,13 @@ impl Exchange {
                 "websocket upgrades are only allowed on /connect",
             ));
         }
-        // /connect carries its payload in `json`; it is checked (identity
-        // binding, no app token inside) and forwarded re-serialised.
-        let connect_json = if connect {
+        // /connect (and the long-poll fallback, which sends the same payload
+        // on its first poll) carries `json`: it is checked (identity binding,
+        // no app token inside) and forwarded re-serialised. /connect must
+        // have it; later long polls carry only a connection_id.
+        let longpoll = operation == LONGPOLL_OPERATION;
+        let has_json = pairs.iter().any(|p| is_key(p, "json"));
+        let connect_json = if connect || (longpoll && has_json) {
             let mut json: Option<&str> = None;
             for p in pairs.iter().filter(|p| is_key(p, "json")) {
                 match json {
@@ -129,7 +135,7 @@ impl Exchange {
         let drop = |p: &query::Pair<'_>| {
             OWNED_PARAMS.iter().any(|k| is_key(p, k))
                 || is_key(p, "user_id")
-                || (connect && is_key(p, "json"))
+                || (connect_json.is_some() && is_key(p, "json"))
         };
         let mut append: Vec<(&str, &str)> = vec![("api_key", tenant.api_key.as_str())];
         if let Some(j) = &connect_json {

@@ -394,3 +394,35 @@ async fn config_allow_rule_opens_an_unknown_route() {
     assert_eq!(resp.status(), 200);
     assert_eq!(only_request(&fake).path, "/__echo_auth");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn longpoll_json_is_bound_to_the_session_and_loses_user_token() {
+    let (fake, gw) = setup("", "");
+    let session = session_for("alice");
+    let json = serde_json::json!({"user_id": "alice", "user_token": session}).to_string();
+    let resp = client()
+        .get(format!("{}/longpoll", gw.url()))
+        .query(&[("json", json.as_str()), ("api_key", API_KEY)])
+        .header("authorization", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = only_request(&fake);
+    let forwarded: serde_json::Value =
+        serde_json::from_str(r.query_param("json").unwrap()).unwrap();
+    assert_eq!(forwarded, serde_json::json!({"user_id": "alice"}));
+    assert_no_session_token(&r, &session);
+
+    fake.clear();
+    let other = serde_json::json!({"user_id": "mallory"}).to_string();
+    let resp = client()
+        .get(format!("{}/longpoll", gw.url()))
+        .query(&[("json", other.as_str()), ("api_key", API_KEY)])
+        .header("authorization", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_gateway_refusal(resp, 403, 17).await;
+    assert!(fake.requests().is_empty());
+}

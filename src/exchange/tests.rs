@@ -277,3 +277,37 @@ fn connect_binds_identity_and_moves_credentials_into_the_query() {
         ))
     );
 }
+
+#[test]
+fn longpoll_json_is_checked_when_present() {
+    let x = exchange(false);
+    let token = session("alice", NOW + 60);
+    let h = auth(&token);
+    let json = r#"{"user_id":"alice","user_token":"APP-TOKEN"}"#;
+    let q = format!("json={}&api_key=k1", crate::query::encode(json));
+    let f = x
+        .decide("GET", "/longpoll", Some(&q), &h, false, NOW)
+        .unwrap();
+    assert!(!f.path_and_query.contains("APP-TOKEN"));
+    let bad = format!(
+        "json={}&api_key=k1",
+        crate::query::encode(r#"{"user_id":"mallory"}"#)
+    );
+    assert_eq!(
+        x.decide("GET", "/api/v2/longpoll", Some(&bad), &h, false, NOW)
+            .err(),
+        Some(Refusal::IdentityMismatch)
+    );
+    // later polls carry only connection_id
+    let f = x
+        .decide(
+            "GET",
+            "/longpoll",
+            Some("connection_id=c1&api_key=k1"),
+            &h,
+            false,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(f.path_and_query, "/longpoll?connection_id=c1&api_key=k1");
+}
