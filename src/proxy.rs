@@ -149,16 +149,16 @@ impl ProxyHttp for GatewayProxy {
         let req = session.req_header();
         let method = req.method.as_str();
         let decision = self.exchange.decide(
-            req.method.as_str(),
+            method,
             req.uri.path(),
             req.uri.query(),
             &req.headers,
             websocket,
             unix_now(),
         );
-        // A socket takes its place under the caps before it is forwarded;
-        // the guard lives in the context, so it is released however the
-        // socket ends.
+        // Then the local rate limits, then (sockets only) a place under the
+        // connection caps; the cap's guard lives in the context, so it is
+        // released however the socket ends.
         let decision = decision.and_then(|forward| {
             let user = match &forward.auth {
                 ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
