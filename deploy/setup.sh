@@ -3,6 +3,7 @@
 # machine, and nothing when it is already there:
 #   - cmake (pingora's zlib-ng build), a C compiler, pkg-config
 #   - ca-certificates (upstream TLS verification uses the system CA store)
+#   - redis-server (integration tests start a real one: tests/common/redis.rs)
 # Rust itself (cargo, rustc) must already be installed (rustup).
 # Exits non-zero with a message when something is missing and cannot be installed.
 set -euo pipefail
@@ -12,6 +13,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [[ -d /etc/ssl/certs ]] || need+=(ca-certificates)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]} (Debian packages)" >&2

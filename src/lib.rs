@@ -15,6 +15,7 @@
 //! - [`stream_token`]: minting and caching per-user Stream tokens.
 //! - [`tenant`]: tenants by `api_key`.
 //! - [`limits`]: local rate limits (governor) per user, IP and tenant.
+//! - [`quota`]: per-tenant quotas shared through Redis.
 //! - [`connections`]: concurrent websocket caps (per user, per tenant).
 //! - [`exchange`]: the per-request decision, free of pingora.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
@@ -35,6 +36,7 @@ pub mod limits;
 pub mod policy;
 pub mod proxy;
 pub mod query;
+pub mod quota;
 pub mod refusal;
 pub mod server;
 pub mod session;

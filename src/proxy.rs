@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::connections::ConnectionGuard;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::limits::RequestKind;
+use crate::quota::{QuotaError, SharedQuotas};
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
@@ -43,6 +44,8 @@ const STRIPPED_HEADERS: [&str; 13] = [
 pub struct GatewayProxy {
     pub exchange: Exchange,
     pub upstream: Arc<Upstream>,
+    /// Shared quotas, when `[redis]` is configured.
+    pub quotas: Option<Arc<SharedQuotas>>,
 }
 
 #[derive(Default)]
@@ -106,6 +109,16 @@ async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
     let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
+    if let Refusal::QuotaExceeded { limit, reset_at } = refusal {
+        let now = unix_now();
+        resp.insert_header(
+            "retry-after",
+            reset_at.saturating_sub(now).max(1).to_string(),
+        )?;
+        resp.insert_header("x-ratelimit-limit", limit.to_string())?;
+        resp.insert_header("x-ratelimit-remaining", "0")?;
+        resp.insert_header("x-ratelimit-reset", reset_at.to_string())?;
+    }
     if let Refusal::RateLimited(l) = refusal {
         // As Stream sends them: the bucket size, none left, and when (Unix
         // seconds) a request will pass again.
@@ -174,7 +187,29 @@ impl ProxyHttp for GatewayProxy {
                 .limits
                 .check(user, client_ip, kind)
                 .map_err(Refusal::RateLimited)?;
+            Ok(forward)
+        });
+        // The shared quota is counted before forwarding, after the local
+        // limits (a request refused locally never costs a Redis call).
+        let decision = match (decision, &self.quotas) {
+            (Ok(forward), Some(q)) => {
+                let tenant = &forward.tenant;
+                match q.check(&tenant.id, tenant.quota, unix_now()).await {
+                    Ok(()) => Ok(forward),
+                    Err(QuotaError::Exceeded { limit, reset_at }) => {
+                        Err(Refusal::QuotaExceeded { limit, reset_at })
+                    }
+                    Err(QuotaError::Unavailable) => Err(Refusal::QuotaUnavailable),
+                }
+            }
+            (d, _) => d,
+        };
+        let decision = decision.and_then(|forward| {
             if forward.websocket {
+                let user = match &forward.auth {
+                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
+                    ForwardAuth::Anonymous => None,
+                };
                 ctx.connection = Some(forward.tenant.connections.acquire(user)?);
             }
             Ok(forward)

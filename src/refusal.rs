@@ -45,6 +45,10 @@ pub enum Refusal {
     UnknownRoute,
     /// Over a local rate limit (code 9); the details feed the 429 headers.
     RateLimited(crate::limits::Limited),
+    /// Over the tenant's shared quota (code 9): its limit and window end.
+    QuotaExceeded { limit: u64, reset_at: u64 },
+    /// Redis could not count the request and `on_redis_error = "deny"`.
+    QuotaUnavailable,
     /// Over the concurrent-websocket cap for the user or tenant (code 71).
     TooManyConnections,
     /// Path failed normalisation (code 4).
@@ -87,7 +91,10 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::IdentityMismatch => 403,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
-            Refusal::TooManyConnections | Refusal::RateLimited(_) => 429,
+            Refusal::TooManyConnections
+            | Refusal::RateLimited(_)
+            | Refusal::QuotaExceeded { .. } => 429,
+            Refusal::QuotaUnavailable => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -111,7 +118,8 @@ impl Refusal {
             | Refusal::IdentityMismatch => 17,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
             Refusal::TooManyConnections => 71,
-            Refusal::RateLimited(_) => 9,
+            Refusal::RateLimited(_) | Refusal::QuotaExceeded { .. } => 9,
+            Refusal::QuotaUnavailable => -1,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
             Refusal::UpstreamUnavailable | Refusal::Internal => -1,
@@ -145,6 +153,8 @@ impl Refusal {
                 "the connect payload's user does not match the session".into()
             }
             Refusal::TooManyConnections => "too many concurrent connections".into(),
+            Refusal::QuotaExceeded { .. } => "the app's request quota is used up for now".into(),
+            Refusal::QuotaUnavailable => "the quota service is unavailable, try again".into(),
             Refusal::RateLimited(_) => {
                 "too many requests, check the response headers for when to retry".into()
             }
@@ -203,6 +213,11 @@ mod tests {
             Refusal::UnknownRoute,
             Refusal::IdentityMismatch,
             Refusal::TooManyConnections,
+            Refusal::QuotaExceeded {
+                limit: 1,
+                reset_at: 1,
+            },
+            Refusal::QuotaUnavailable,
             Refusal::RateLimited(crate::limits::Limited {
                 limit: 1,
                 retry_after_secs: 1,

@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::config::Settings;
 use crate::exchange::Exchange;
 use crate::proxy::GatewayProxy;
+use crate::quota::SharedQuotas;
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
 
@@ -62,6 +63,10 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     server.bootstrap();
 
     let tenants = Arc::new(Tenants::new(settings.tenants));
+    let quotas = match &settings.redis {
+        Some(r) => Some(Arc::new(SharedQuotas::new(&r.url, r.timeout, r.on_error)?)),
+        None => None,
+    };
     server.add_service(background_service(
         "rate limit pruner",
         LimitPruner(Arc::clone(&tenants)),
@@ -72,6 +77,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             policy: settings.policy,
         },
         upstream: Arc::clone(&upstream),
+        quotas,
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

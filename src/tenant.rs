@@ -19,6 +19,7 @@ pub struct Tenant {
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
     pub limits: LocalLimits,
+    pub quota: crate::quota::Quota,
 }
 
 pub struct Tenants {
@@ -40,6 +41,7 @@ impl Tenants {
                         LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
                         |l, (sel, rate)| l.with_route(sel, rate),
                     ),
+                    quota: t.quota,
                     id: t.id,
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,

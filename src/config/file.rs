@@ -18,6 +18,7 @@ pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_USER_ID_CLAIM: &str = "sub";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 100_000;
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -197,6 +198,9 @@ pub struct QuotaSection {
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
     pub url: String,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    pub on_redis_error: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,6 +23,7 @@ pub struct Settings {
     pub upstream: UpstreamSettings,
     pub policy: Policy,
     pub tenants: Vec<TenantSettings>,
+    pub redis: Option<RedisSettings>,
     /// Things that parsed but that this build does not enforce yet; printed by
     /// `check` and logged at start so nobody believes they are active.
     pub notices: Vec<String>,
@@ -37,6 +38,13 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
+}
+
+pub struct RedisSettings {
+    pub url: String,
+    /// Longest any request waits on Redis.
+    pub timeout: Duration,
+    pub on_error: crate::quota::OnRedisError,
 }
 
 pub struct UpstreamSettings {
@@ -66,6 +74,8 @@ pub struct TenantSettings {
     pub per_ip: Option<crate::limits::Rate>,
     pub per_tenant: Option<crate::limits::Rate>,
     pub route_limits: Vec<(crate::limits::RouteSelector, crate::limits::Rate)>,
+    /// Shared per-tenant quota (needs `[redis]`).
+    pub quota: crate::quota::Quota,
     /// Concurrent websockets in this process, per user and per tenant.
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,

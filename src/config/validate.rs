@@ -55,19 +55,39 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.api_key: the same api_key is used by two tenants"
             ));
         }
-        if t.quota.is_some() {
-            notices.push(format!("{name}.quota: parsed but not enforced by this version (quotas are not implemented yet)"));
+        if t.quota.is_some() && raw.redis.is_none() {
+            p.add(format!(
+                "{name}.quota: shared quotas need a [redis] section"
+            ));
         }
         if let Some(t) = tenant(&name, t, base_dir, policy.as_ref(), &mut p) {
             tenants.push(t);
         }
     }
-    if let Some(r) = &raw.redis {
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-            p.add("redis.url: must start with redis:// or rediss://");
+    let redis = raw.redis.as_ref().and_then(|r| {
+        if !r.url.starts_with("redis://") {
+            // rediss:// would need the redis crate's TLS feature, not built in.
+            p.add("redis.url: must start with redis:// (TLS to Redis is not supported yet)");
+            return None;
         }
-        notices.push("redis: parsed but not used by this version".into());
-    }
+        let on_error = match r.on_redis_error.as_deref() {
+            None | Some("local") => crate::quota::OnRedisError::Local,
+            Some("deny") => crate::quota::OnRedisError::Deny,
+            Some(_) => {
+                p.add("redis.on_redis_error: must be \"local\" or \"deny\"");
+                return None;
+            }
+        };
+        let timeout = r.timeout.unwrap_or(file::DEFAULT_REDIS_TIMEOUT);
+        if timeout.is_zero() {
+            p.add("redis.timeout: must be more than 0s");
+        }
+        Some(super::RedisSettings {
+            url: r.url.clone(),
+            timeout,
+            on_error,
+        })
+    });
     if let Some(a) = &raw.audit {
         match a.sink.as_str() {
             "stdout" | "file" | "redis" => {}
@@ -85,6 +105,7 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
             upstream,
             policy,
             tenants,
+            redis,
             notices,
         }),
         _ => Err(ConfigErrors(p.0)),
@@ -305,6 +326,13 @@ fn tenant(
             p,
         ),
         route_limits,
+        quota: t
+            .quota
+            .as_ref()
+            .map_or_else(Default::default, |q| crate::quota::Quota {
+                per_minute: q.requests_per_minute.filter(|n| *n > 0),
+                per_day: q.requests_per_day.filter(|n| *n > 0),
+            }),
         per_tenant: rate(
             name,
             "per_tenant",

@@ -23,6 +23,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         per_ip: None,
         per_tenant: None,
         route_limits: Vec::new(),
+        quota: Default::default(),
         close_on_session_expiry: true,
         max_connections_per_user: None,
         max_connections: None,
