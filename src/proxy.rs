@@ -194,7 +194,11 @@ impl ProxyHttp for GatewayProxy {
         let decision = match (decision, &self.quotas) {
             (Ok(forward), Some(q)) => {
                 let tenant = &forward.tenant;
-                match q.check(&tenant.id, tenant.quota, unix_now()).await {
+                let user = match &forward.auth {
+                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
+                    ForwardAuth::Anonymous => None,
+                };
+                match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
                     Ok(()) => Ok(forward),
                     Err(QuotaError::Exceeded { limit, reset_at }) => {
                         Err(Refusal::QuotaExceeded { limit, reset_at })

@@ -31,11 +31,17 @@ pub enum OnRedisError {
 pub struct Quota {
     pub per_minute: Option<u64>,
     pub per_day: Option<u64>,
+    /// The same windows, per signed-in user of the tenant.
+    pub user_per_minute: Option<u64>,
+    pub user_per_day: Option<u64>,
 }
 
 impl Quota {
     pub fn is_empty(&self) -> bool {
-        self.per_minute.is_none() && self.per_day.is_none()
+        self.per_minute.is_none()
+            && self.per_day.is_none()
+            && self.user_per_minute.is_none()
+            && self.user_per_day.is_none()
     }
 }
 
@@ -48,15 +54,18 @@ pub enum QuotaError {
     Unavailable,
 }
 
+/// KEYS[i] is a counter, ARGV[2i-1] its limit (0: none) and ARGV[2i] its
+/// TTL. Returns 0 and counts the request in every counter, or the 1-based
+/// index of the first counter that is full (and counts nothing).
 const SCRIPT: &str = r#"
-local m = tonumber(redis.call('GET', KEYS[1]) or '0')
-local d = tonumber(redis.call('GET', KEYS[2]) or '0')
-if tonumber(ARGV[1]) > 0 and m >= tonumber(ARGV[1]) then return 1 end
-if tonumber(ARGV[2]) > 0 and d >= tonumber(ARGV[2]) then return 2 end
-redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('INCR', KEYS[2])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 1])
+  if limit > 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return i end
+end
+for i = 1, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+end
 return 0
 "#;
 
@@ -88,12 +97,19 @@ impl SharedQuotas {
         })
     }
 
-    /// Counts one request of `tenant` at Unix time `now`, or refuses it.
-    pub async fn check(&self, tenant: &str, quota: Quota, now: u64) -> Result<(), QuotaError> {
+    /// Counts one request of `tenant` (and `user`, when signed in) at Unix
+    /// time `now`, or refuses it.
+    pub async fn check(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        quota: Quota,
+        now: u64,
+    ) -> Result<(), QuotaError> {
         if quota.is_empty() {
             return Ok(());
         }
-        let result = tokio::time::timeout(self.timeout, self.count(tenant, quota, now)).await;
+        let result = tokio::time::timeout(self.timeout, self.count(tenant, user, quota, now)).await;
         let outcome = match result {
             Ok(Ok(code)) => Ok(code),
             Ok(Err(e)) => Err(e.to_string()),
@@ -104,17 +120,18 @@ impl SharedQuotas {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("redis is answering again; shared quotas are counted again");
                 }
-                match code {
-                    1 => Err(QuotaError::Exceeded {
-                        limit: quota.per_minute.unwrap_or(0),
-                        reset_at: (now / 60 + 1) * 60,
-                    }),
-                    2 => Err(QuotaError::Exceeded {
-                        limit: quota.per_day.unwrap_or(0),
-                        reset_at: (now / 86_400 + 1) * 86_400,
-                    }),
-                    _ => Ok(()),
-                }
+                // Counter order: tenant minute, tenant day, user minute, user day.
+                let (limit, window) = match code {
+                    1 => (quota.per_minute, 60),
+                    2 => (quota.per_day, 86_400),
+                    3 => (quota.user_per_minute, 60),
+                    4 => (quota.user_per_day, 86_400),
+                    _ => return Ok(()),
+                };
+                Err(QuotaError::Exceeded {
+                    limit: limit.unwrap_or(0),
+                    reset_at: (now / window + 1) * window,
+                })
             }
             Err(why) => {
                 if !self.down.swap(true, Ordering::Relaxed) {
@@ -128,21 +145,38 @@ impl SharedQuotas {
         }
     }
 
-    async fn count(&self, tenant: &str, quota: Quota, now: u64) -> redis::RedisResult<i64> {
+    async fn count(
+        &self,
+        tenant: &str,
+        user: Option<&str>,
+        quota: Quota,
+        now: u64,
+    ) -> redis::RedisResult<i64> {
         let conn = self
             .conn
             .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
             .await?;
         let mut conn = conn.clone();
         let (minute, day) = (now / 60, now / 86_400);
-        self.script
-            .key(format!("sg:quota:{{{tenant}}}:m:{minute}"))
-            .key(format!("sg:quota:{{{tenant}}}:d:{day}"))
+        // Every key carries the {tenant} hash tag: one Cluster slot per tenant.
+        let mut inv = self.script.prepare_invoke();
+        inv.key(format!("sg:quota:{{{tenant}}}:m:{minute}"))
             .arg(quota.per_minute.unwrap_or(0))
-            .arg(quota.per_day.unwrap_or(0))
             .arg(120)
-            .arg(2 * 86_400)
-            .invoke_async(&mut conn)
-            .await
+            .key(format!("sg:quota:{{{tenant}}}:d:{day}"))
+            .arg(quota.per_day.unwrap_or(0))
+            .arg(2 * 86_400);
+        // User ids are Stream-safe (letters, digits, @ _ -): no key injection.
+        if let Some(u) =
+            user.filter(|_| quota.user_per_minute.is_some() || quota.user_per_day.is_some())
+        {
+            inv.key(format!("sg:quota:{{{tenant}}}:u:{u}:m:{minute}"))
+                .arg(quota.user_per_minute.unwrap_or(0))
+                .arg(120)
+                .key(format!("sg:quota:{{{tenant}}}:u:{u}:d:{day}"))
+                .arg(quota.user_per_day.unwrap_or(0))
+                .arg(2 * 86_400);
+        }
+        inv.invoke_async(&mut conn).await
     }
 }

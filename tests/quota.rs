@@ -136,3 +136,36 @@ fn a_quota_without_redis_is_a_config_error() {
     assert!(!out.status.success());
     assert!(err.contains("quota") && err.contains("[redis]"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_quota_counts_each_user_across_instances() {
+    let redis = RedisServer::start();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let cfg = gateway_config(
+        &fake.url(),
+        "",
+        &format!(
+            "[tenants.quota]\nrequests_per_minute = 100\nuser_requests_per_minute = 2\n\n[redis]\nurl = \"{}\"",
+            redis.url()
+        ),
+    );
+    let (a, b) = (Gateway::start(&cfg), Gateway::start(&cfg));
+    away_from_minute_end().await;
+    let as_user = |gw: &Gateway, user: &str| {
+        client()
+            .get(format!("{}/app?api_key={API_KEY}", gw.url()))
+            .header("authorization", session_for(user))
+            .send()
+    };
+    assert_eq!(as_user(&a, "alice").await.unwrap().status(), 200);
+    assert_eq!(as_user(&b, "alice").await.unwrap().status(), 200);
+    let resp = as_user(&a, "alice").await.unwrap();
+    assert_eq!(resp.headers()["x-ratelimit-limit"], "2");
+    assert_gateway_refusal(resp, 429, 9).await;
+    assert_eq!(
+        as_user(&b, "bob").await.unwrap().status(),
+        200,
+        "bob has his own quota"
+    );
+    assert_eq!(fake.requests().len(), 3);
+}

@@ -192,6 +192,8 @@ pub struct RateSection {
 pub struct QuotaSection {
     pub requests_per_minute: Option<u64>,
     pub requests_per_day: Option<u64>,
+    pub user_requests_per_minute: Option<u64>,
+    pub user_requests_per_day: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -332,6 +332,8 @@ fn tenant(
             .map_or_else(Default::default, |q| crate::quota::Quota {
                 per_minute: q.requests_per_minute.filter(|n| *n > 0),
                 per_day: q.requests_per_day.filter(|n| *n > 0),
+                user_per_minute: q.user_requests_per_minute.filter(|n| *n > 0),
+                user_per_day: q.user_requests_per_day.filter(|n| *n > 0),
             }),
         per_tenant: rate(
             name,
