@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
-use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -21,6 +21,9 @@ use crate::quota::{QuotaError, SharedQuotas};
 use crate::refusal::Refusal;
 use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
+
+mod respond;
+use respond::{ip_header, is_websocket_upgrade, respond, respond_websocket};
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -65,79 +68,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// The IP as a header value, formatted on the stack (no String per request).
-fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
-    use std::io::Write;
-    let mut buf = [0u8; 48];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // An IPv6 address is at most 45 bytes: the write cannot run out of room.
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// `Upgrade: websocket` on an HTTP/1.1 upgrade request.
-fn is_websocket_upgrade(session: &Session) -> bool {
-    session.is_upgrade_req()
-        && session
-            .req_header()
-            .headers
-            .get_all(http::header::UPGRADE)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
-}
-
-/// Refuses a websocket the way Stream does: complete the upgrade, send the
-/// error as a text frame, close with 1000 (see `websocket.rs` for why).
-async fn respond_websocket(session: &mut Session, key: &str, refusal: &Refusal) -> Result<()> {
-    let mut resp = ResponseHeader::build(101, Some(3))?;
-    resp.insert_header("upgrade", "websocket")?;
-    resp.insert_header("connection", "Upgrade")?;
-    resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(websocket::refusal_frames(refusal)), true)
-        .await?;
-    Ok(())
-}
-
-/// Writes a refusal in Stream's error shape.
-async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
-    let body: Bytes = refusal.body();
-    let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
-    resp.insert_header("content-type", "application/json")?;
-    resp.insert_header("content-length", body.len().to_string())?;
-    if let Refusal::QuotaExceeded { limit, reset_at } = refusal {
-        let now = unix_now();
-        resp.insert_header(
-            "retry-after",
-            reset_at.saturating_sub(now).max(1).to_string(),
-        )?;
-        resp.insert_header("x-ratelimit-limit", limit.to_string())?;
-        resp.insert_header("x-ratelimit-remaining", "0")?;
-        resp.insert_header("x-ratelimit-reset", reset_at.to_string())?;
-    }
-    if let Refusal::RateLimited(l) = refusal {
-        // As Stream sends them: the bucket size, none left, and when (Unix
-        // seconds) a request will pass again.
-        resp.insert_header("retry-after", l.retry_after_secs.to_string())?;
-        resp.insert_header("x-ratelimit-limit", l.limit.to_string())?;
-        resp.insert_header("x-ratelimit-remaining", "0")?;
-        resp.insert_header(
-            "x-ratelimit-reset",
-            (unix_now() + l.retry_after_secs).to_string(),
-        )?;
-    }
-    // A refused request's body was never read: do not reuse the connection
-    // unless there was none, or the next request would start mid-body.
-    if !session.is_body_empty() {
-        session.set_keepalive(None);
-    }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(())
 }
 
 #[async_trait]

@@ -1,0 +1,90 @@
+//! Writing the gateway's own answers: refusals in Stream's error shape (with
+//! the rate-limit headers), Stream-style websocket refusals, and small
+//! helpers of the request phase.
+
+use bytes::Bytes;
+use http::HeaderValue;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::unix_now;
+use crate::refusal::Refusal;
+use crate::websocket;
+
+/// The IP as a header value, formatted on the stack (no String per request).
+pub(super) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // An IPv6 address is at most 45 bytes: the write cannot run out of room.
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `Upgrade: websocket` on an HTTP/1.1 upgrade request.
+pub(super) fn is_websocket_upgrade(session: &Session) -> bool {
+    session.is_upgrade_req()
+        && session
+            .req_header()
+            .headers
+            .get_all(http::header::UPGRADE)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+}
+
+/// Refuses a websocket the way Stream does: complete the upgrade, send the
+/// error as a text frame, close with 1000 (see `websocket.rs` for why).
+pub(super) async fn respond_websocket(
+    session: &mut Session,
+    key: &str,
+    refusal: &Refusal,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(101, Some(3))?;
+    resp.insert_header("upgrade", "websocket")?;
+    resp.insert_header("connection", "Upgrade")?;
+    resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(websocket::refusal_frames(refusal)), true)
+        .await?;
+    Ok(())
+}
+
+/// Writes a refusal in Stream's error shape.
+pub(super) async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
+    let body: Bytes = refusal.body();
+    let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    if let Refusal::QuotaExceeded { limit, reset_at } = refusal {
+        let now = unix_now();
+        resp.insert_header(
+            "retry-after",
+            reset_at.saturating_sub(now).max(1).to_string(),
+        )?;
+        resp.insert_header("x-ratelimit-limit", limit.to_string())?;
+        resp.insert_header("x-ratelimit-remaining", "0")?;
+        resp.insert_header("x-ratelimit-reset", reset_at.to_string())?;
+    }
+    if let Refusal::RateLimited(l) = refusal {
+        // As Stream sends them: the bucket size, none left, and when (Unix
+        // seconds) a request will pass again.
+        resp.insert_header("retry-after", l.retry_after_secs.to_string())?;
+        resp.insert_header("x-ratelimit-limit", l.limit.to_string())?;
+        resp.insert_header("x-ratelimit-remaining", "0")?;
+        resp.insert_header(
+            "x-ratelimit-reset",
+            (unix_now() + l.retry_after_secs).to_string(),
+        )?;
+    }
+    // A refused request's body was never read: do not reuse the connection
+    // unless there was none, or the next request would start mid-body.
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
