@@ -38,6 +38,16 @@ pub struct Forward {
     pub session_expires_at: Option<u64>,
 }
 
+impl Forward {
+    /// The session's user; `None` for anonymous requests.
+    pub fn user_id(&self) -> Option<&str> {
+        match &self.auth {
+            ForwardAuth::User { user_id, .. } => Some(user_id),
+            ForwardAuth::Anonymous => None,
+        }
+    }
+}
+
 pub enum ForwardAuth {
     User { user_id: String, token: Arc<Minted> },
     Anonymous,

@@ -73,7 +73,7 @@ impl RouteSelector {
 
 /// Templates are equal up to placeholder names (`{id}` = `{message_id}`).
 fn same_shape(a: &str, b: &str) -> bool {
-    let seg = |s: &str| s.starts_with('{') && s.ends_with('}');
+    use crate::policy::table::is_placeholder as seg;
     let (mut x, mut y) = (a.split('/'), b.split('/'));
     loop {
         match (x.next(), y.next()) {

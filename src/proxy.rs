@@ -103,10 +103,7 @@ impl ProxyHttp for GatewayProxy {
         // connection caps; the cap's guard lives in the context, so it is
         // released however the socket ends.
         let decision = decision.and_then(|forward| {
-            let user = match &forward.auth {
-                ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
-                ForwardAuth::Anonymous => None,
-            };
+            let user = forward.user_id();
             let kind = RequestKind {
                 method,
                 template: &forward.template,
@@ -124,10 +121,7 @@ impl ProxyHttp for GatewayProxy {
         let decision = match (decision, &self.quotas) {
             (Ok(forward), Some(q)) => {
                 let tenant = &forward.tenant;
-                let user = match &forward.auth {
-                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
-                    ForwardAuth::Anonymous => None,
-                };
+                let user = forward.user_id();
                 match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
                     Ok(()) => Ok(forward),
                     Err(QuotaError::Exceeded { limit, reset_at }) => {
@@ -140,10 +134,7 @@ impl ProxyHttp for GatewayProxy {
         };
         let decision = decision.and_then(|forward| {
             if forward.websocket {
-                let user = match &forward.auth {
-                    ForwardAuth::User { user_id, .. } => Some(user_id.as_str()),
-                    ForwardAuth::Anonymous => None,
-                };
+                let user = forward.user_id();
                 ctx.connection = Some(forward.tenant.connections.acquire(user)?);
             }
             Ok(forward)

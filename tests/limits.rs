@@ -101,25 +101,17 @@ async fn a_websocket_over_the_limit_gets_a_code_9_frame() {
 
 #[test]
 fn bad_rates_are_config_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    let limits = "[tenants.limits]\nper_user = { rate = \"20/fortnight\", burst = 1 }\nper_ip = { rate = \"5/s\", burst = 0 }";
-    let config = gateway_config("http://127.0.0.1:1", "", limits)
-        .replace("@LISTEN@", "127.0.0.1:1")
-        .replace("@ADMIN@", "127.0.0.1:2");
-    std::fs::write(&path, config).unwrap();
-    let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = check_fails(
+        "[tenants.limits]\nper_user = { rate = \"20/fortnight\", burst = 1 }\nper_ip = { rate = \"5/s\", burst = 0 }",
+    );
     assert!(err.contains("limits.per_user.rate"), "{err}");
     assert!(err.contains("limits.per_ip.burst"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_limits_are_tighter_for_their_route_only() {
-    let limits = "[[tenants.limits.routes]]\nroute = \"SendMessage\"\nrate = \"1/min\"\nburst = 1";
-    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
-    let gw = Gateway::start(&gateway_config(&fake.url(), "", limits));
+    let (fake, gw) =
+        setup("[[tenants.limits.routes]]\nroute = \"SendMessage\"\nrate = \"1/min\"\nburst = 1");
     let alice = session_for("alice");
     let send = || {
         client()
@@ -143,16 +135,8 @@ async fn route_limits_are_tighter_for_their_route_only() {
 
 #[test]
 fn a_route_limit_naming_no_operation_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    let limits = "[[tenants.limits.routes]]\nroute = \"SendMesage\"\nrate = \"1/s\"\nburst = 1";
-    let config = gateway_config("http://127.0.0.1:1", "", limits)
-        .replace("@LISTEN@", "127.0.0.1:1")
-        .replace("@ADMIN@", "127.0.0.1:2");
-    std::fs::write(&path, config).unwrap();
-    let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err =
+        check_fails("[[tenants.limits.routes]]\nroute = \"SendMesage\"\nrate = \"1/s\"\nburst = 1");
     assert!(
         err.contains("limits.routes[0].route") && err.contains("SendMesage"),
         "{err}"

@@ -121,19 +121,7 @@ async fn redis_down_with_deny_answers_503_in_stream_shape() {
 
 #[test]
 fn a_quota_without_redis_is_a_config_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.toml");
-    let config = gateway_config(
-        "http://127.0.0.1:1",
-        "",
-        "[tenants.quota]\nrequests_per_minute = 5",
-    )
-    .replace("@LISTEN@", "127.0.0.1:1")
-    .replace("@ADMIN@", "127.0.0.1:2");
-    std::fs::write(&path, config).unwrap();
-    let out = run_cli(&["check", "--config", path.to_str().unwrap()], &[]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = check_fails("[tenants.quota]\nrequests_per_minute = 5");
     assert!(err.contains("quota") && err.contains("[redis]"), "{err}");
 }
 

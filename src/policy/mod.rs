@@ -12,6 +12,8 @@ pub mod normalize;
 pub mod table;
 
 #[cfg(test)]
+mod hostile_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -58,26 +58,19 @@ pub(super) async fn respond(session: &mut Session, refusal: &Refusal) -> Result<
     let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    if let Refusal::QuotaExceeded { limit, reset_at } = refusal {
-        let now = unix_now();
-        resp.insert_header(
-            "retry-after",
-            reset_at.saturating_sub(now).max(1).to_string(),
-        )?;
+    let rate_limit = match refusal {
+        Refusal::QuotaExceeded { limit, reset_at } => Some((*limit, *reset_at)),
+        Refusal::RateLimited(l) => Some((u64::from(l.limit), unix_now() + l.retry_after_secs)),
+        _ => None,
+    };
+    if let Some((limit, reset_at)) = rate_limit {
+        // As Stream sends them: the limit, none left, and when (Unix
+        // seconds) a request will pass again.
+        let retry_after = reset_at.saturating_sub(unix_now()).max(1);
+        resp.insert_header("retry-after", retry_after.to_string())?;
         resp.insert_header("x-ratelimit-limit", limit.to_string())?;
         resp.insert_header("x-ratelimit-remaining", "0")?;
         resp.insert_header("x-ratelimit-reset", reset_at.to_string())?;
-    }
-    if let Refusal::RateLimited(l) = refusal {
-        // As Stream sends them: the bucket size, none left, and when (Unix
-        // seconds) a request will pass again.
-        resp.insert_header("retry-after", l.retry_after_secs.to_string())?;
-        resp.insert_header("x-ratelimit-limit", l.limit.to_string())?;
-        resp.insert_header("x-ratelimit-remaining", "0")?;
-        resp.insert_header(
-            "x-ratelimit-reset",
-            (unix_now() + l.retry_after_secs).to_string(),
-        )?;
     }
     // A refused request's body was never read: do not reuse the connection
     // unless there was none, or the next request would start mid-body.

@@ -261,3 +261,20 @@ pub fn raw_request(
         .collect();
     (status, headers, buf[split + 4..].to_vec())
 }
+
+/// Runs `stream-gateway check` on the standard config with `top_extra`
+/// appended; asserts it fails and returns its stderr.
+pub fn check_fails(top_extra: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("gateway.toml");
+    let config = gateway_config("http://127.0.0.1:1", "", top_extra)
+        .replace("@LISTEN@", "127.0.0.1:1")
+        .replace("@ADMIN@", "127.0.0.1:2");
+    std::fs::write(&path, config).expect("write config");
+    let out = run_cli(
+        &["check", "--config", path.to_str().expect("utf-8 path")],
+        &[],
+    );
+    assert!(!out.status.success(), "check accepted the config");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
