@@ -49,6 +49,9 @@ pub enum Refusal {
     QuotaExceeded { limit: u64, reset_at: u64 },
     /// Redis could not count the request and `on_redis_error = "deny"`.
     QuotaUnavailable,
+    /// The session source cannot verify now: JWKS keys not loaded yet, or
+    /// Redis (opaque sessions) unreachable (503).
+    SessionUnavailable,
     /// Over the concurrent-websocket cap for the user or tenant (code 71).
     TooManyConnections,
     /// Path failed normalisation (code 4).
@@ -94,7 +97,7 @@ impl Refusal {
             Refusal::TooManyConnections
             | Refusal::RateLimited(_)
             | Refusal::QuotaExceeded { .. } => 429,
-            Refusal::QuotaUnavailable => 503,
+            Refusal::QuotaUnavailable | Refusal::SessionUnavailable => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -119,7 +122,7 @@ impl Refusal {
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
             Refusal::TooManyConnections => 71,
             Refusal::RateLimited(_) | Refusal::QuotaExceeded { .. } => 9,
-            Refusal::QuotaUnavailable => -1,
+            Refusal::QuotaUnavailable | Refusal::SessionUnavailable => -1,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
             Refusal::UpstreamUnavailable | Refusal::Internal => -1,
@@ -155,6 +158,9 @@ impl Refusal {
             Refusal::TooManyConnections => "too many concurrent connections".into(),
             Refusal::QuotaExceeded { .. } => "the app's request quota is used up for now".into(),
             Refusal::QuotaUnavailable => "the quota service is unavailable, try again".into(),
+            Refusal::SessionUnavailable => {
+                "sessions cannot be verified right now, try again".into()
+            }
             Refusal::RateLimited(_) => {
                 "too many requests, check the response headers for when to retry".into()
             }

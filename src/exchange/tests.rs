@@ -35,6 +35,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
                 issuer: None,
                 audience: None,
                 leeway_secs: 0,
+                tenant_claim: None,
             })
             .unwrap()
         }),

@@ -62,6 +62,7 @@ mod tests {
             issuer: None,
             audience: None,
             leeway_secs: 5,
+            tenant_claim: None,
         })
         .unwrap();
         CachedVerifier::new(v, 10)

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
-use super::{valid_user_id, Session, SessionError};
+use super::{ClaimRules, Session, SessionError};
 use crate::config::Secret;
 
 /// The verification key of a JWT session source.
@@ -31,22 +31,21 @@ pub struct JwtOptions {
     pub issuer: Option<String>,
     pub audience: Option<Vec<String>>,
     pub leeway_secs: u64,
+    /// `(claim, tenant id)` that every session must carry.
+    pub tenant_claim: Option<(String, String)>,
 }
 
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
-    user_id_claim: String,
-    issuer: Option<String>,
-    audience: Option<HashSet<String>>,
-    leeway: u64,
+    rules: ClaimRules,
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithms", &self.validation.algorithms)
-            .field("user_id_claim", &self.user_id_claim)
+            .field("user_id_claim", &self.rules.user_id_claim)
             .finish_non_exhaustive()
     }
 }
@@ -91,16 +90,19 @@ impl JwtVerifier {
         Ok(JwtVerifier {
             key,
             validation,
-            user_id_claim: opts.user_id_claim,
-            issuer: opts.issuer,
-            audience: opts.audience.map(|a| a.into_iter().collect()),
-            leeway: opts.leeway_secs,
+            rules: ClaimRules {
+                user_id_claim: opts.user_id_claim,
+                issuer: opts.issuer,
+                audience: opts.audience.map(|a| a.into_iter().collect()),
+                tenant: opts.tenant_claim,
+                leeway: opts.leeway_secs,
+            },
         })
     }
 
     /// Clock skew allowed on `exp`/`nbf`/`iat`, in seconds.
     pub fn leeway_secs(&self) -> u64 {
-        self.leeway
+        self.rules.leeway
     }
 
     /// Verifies `token` at Unix time `now`.
@@ -114,62 +116,8 @@ impl JwtVerifier {
             }
             _ => SessionError::Malformed,
         })?;
-        let claims = data.claims;
-
-        if let Some(iss) = &self.issuer {
-            if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
-                return Err(SessionError::WrongIssuer);
-            }
-        }
-        if let Some(allowed) = &self.audience {
-            let ok = match claims.get("aud") {
-                Some(Value::String(a)) => allowed.contains(a),
-                Some(Value::Array(list)) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .any(|a| allowed.contains(a)),
-                _ => false,
-            };
-            if !ok {
-                return Err(SessionError::WrongAudience);
-            }
-        }
-        let user_id = match claims.get(&self.user_id_claim) {
-            Some(Value::String(s)) => s,
-            _ => return Err(SessionError::MissingUserId),
-        };
-        if !valid_user_id(user_id) {
-            return Err(SessionError::InvalidUserId);
-        }
-
-        let exp = numeric_date(claims.get("exp")).ok_or(SessionError::MissingExpiry)?;
-        if now > exp.saturating_add(self.leeway) {
-            return Err(SessionError::Expired);
-        }
-        if let Some(nbf) = numeric_date(claims.get("nbf")) {
-            if now.saturating_add(self.leeway) < nbf {
-                return Err(SessionError::NotYetValid);
-            }
-        }
-        if let Some(iat) = numeric_date(claims.get("iat")) {
-            if iat > now.saturating_add(self.leeway) {
-                return Err(SessionError::IssuedInFuture);
-            }
-        }
-        Ok(Session {
-            user_id: user_id.clone(),
-            expires_at: exp,
-        })
+        self.rules.check(&data.claims, token, now)
     }
-}
-
-/// A JWT NumericDate: seconds, possibly fractional; negative counts as 0.
-fn numeric_date(v: Option<&Value>) -> Option<u64> {
-    let n = v?.as_f64()?;
-    if !n.is_finite() {
-        return None;
-    }
-    Some(if n <= 0.0 { 0 } else { n.floor() as u64 })
 }
 
 #[cfg(test)]

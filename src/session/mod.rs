@@ -1,15 +1,17 @@
 //! Session sources: turn the app's credential into a verified user.
 //!
-//! Only static-key JWT sessions live here so far (`jwt`), behind a cache of
-//! verified tokens (`cache`). A verified
+//! Static-key JWT sessions (`jwt`) with their claim checks (`claims`), behind
+//! a cache of verified tokens (`cache`). A verified
 //! [`Session`] carries a user id that already satisfies Stream's user-id
 //! rules, so nothing downstream has to re-check it.
 
 mod cache;
+mod claims;
 mod jwt;
 mod user_id;
 
 pub use cache::{CachedVerifier, CACHE_TTL};
+pub use claims::ClaimRules;
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
 pub use user_id::{valid_user_id, MAX_USER_ID_LEN};
 
@@ -21,6 +23,32 @@ pub struct Session {
     pub user_id: String,
     /// `exp` of the session token, Unix seconds.
     pub expires_at: u64,
+    /// `iat`, when the token has one (user revocations compare against it).
+    pub issued_at: Option<u64>,
+    /// What a single-session revocation names: `jti:<jti>` when the token
+    /// has a `jti`, else `sha256:<hex of the token>`. Never the token itself.
+    pub id: String,
+}
+
+/// The revocation id of a session token: its `jti`, or a SHA-256 of the
+/// whole token (so the token itself is never stored or logged).
+pub fn session_id(jti: Option<&str>, token: &str) -> String {
+    match jti {
+        Some(j) if !j.is_empty() => format!("jti:{j}"),
+        _ => format!("sha256:{}", token_hash(token)),
+    }
+}
+
+/// Lower-case hex SHA-256 of a token.
+pub fn token_hash(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// Why a session credential was not accepted.
@@ -48,6 +76,17 @@ pub enum SessionError {
     MissingUserId,
     #[error("user id not allowed by Stream")]
     InvalidUserId,
+    #[error("session is for another tenant")]
+    WrongTenant,
+    #[error("signing key not known")]
+    UnknownKey,
+    #[error("session unknown or expired")]
+    Unknown,
+    #[error("session revoked")]
+    Revoked,
+    /// The session source cannot answer now (keys not loaded, Redis down).
+    #[error("session source unavailable")]
+    Unavailable,
 }
 
 impl SessionError {
@@ -68,6 +107,17 @@ impl SessionError {
             SessionError::MissingExpiry => Refusal::InvalidSession("missing exp claim"),
             SessionError::MissingUserId => Refusal::InvalidSession("missing user id claim"),
             SessionError::InvalidUserId => Refusal::InvalidSession("user id not allowed by Stream"),
+            SessionError::WrongTenant => Refusal::InvalidSession("session is for another app"),
+            // An unknown kid after a key refresh is a token no key here made.
+            SessionError::UnknownKey => Refusal::BadSignature,
+            // An opaque session Redis does not know has ended (logged out or
+            // timed out): 40, so the SDK asks the app for a fresh one.
+            SessionError::Unknown => Refusal::SessionExpired,
+            // Revoked: a new token from the app may be fine (a user
+            // revocation cuts tokens issued before it), but retrying the same
+            // one is not, and 40 would loop the SDK: code 5.
+            SessionError::Revoked => Refusal::InvalidSession("session revoked"),
+            SessionError::Unavailable => Refusal::SessionUnavailable,
         }
     }
 }

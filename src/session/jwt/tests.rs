@@ -19,6 +19,7 @@ fn hs_verifier(algs: &[Algorithm]) -> JwtVerifier {
         issuer: None,
         audience: None,
         leeway_secs: 0,
+        tenant_claim: None,
     })
     .unwrap()
 }
@@ -141,6 +142,7 @@ fn issuer_and_audience_are_enforced_when_set() {
         issuer: Some("https://idp/".into()),
         audience: Some(vec!["chat".into()]),
         leeway_secs: 0,
+        tenant_claim: None,
     })
     .unwrap();
     let mk = |c| hs(Algorithm::HS256, "session-secret", c);
@@ -175,6 +177,7 @@ fn asym(alg: Algorithm, private: &str, public: &str) -> (JwtVerifier, String) {
         issuer: None,
         audience: None,
         leeway_secs: 0,
+        tenant_claim: None,
     })
     .unwrap();
     (v, token)
@@ -222,6 +225,7 @@ fn key_and_algorithm_mismatches_are_config_errors() {
             issuer: None,
             audience: None,
             leeway_secs: 0,
+            tenant_claim: None,
         })
     };
     assert!(mk(
