@@ -2,6 +2,9 @@
 //! `Bearer`, any case, any spacing, is stripped) and the `authorization`
 //! query parameter (websockets; browsers cannot set handshake headers).
 //!
+//! A session cookie (opt-in per tenant) is read only when neither is there,
+//! and only from an allowed origin ([`check_cookie_origin`]).
+//!
 //! Two different tokens in one request are refused rather than picking one:
 //! whichever the gateway ignored might be the one a later hop reads.
 
@@ -80,6 +83,68 @@ pub fn extract(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<Credential, Re
     } else {
         Credential::Missing
     })
+}
+
+/// The value of cookie `name` from the `Cookie` header(s); `None` when it
+/// is absent or empty. The same cookie twice with different values (cookie
+/// tossing from a sibling subdomain) is refused rather than picking one.
+pub fn from_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+    let mut found: Option<&str> = None;
+    for h in headers.get_all(http::header::COOKIE) {
+        let h = h
+            .to_str()
+            .map_err(|_| Refusal::BadRequest("Cookie header is not ASCII"))?;
+        for pair in h.split(';') {
+            let Some((k, v)) = pair.split_once('=') else {
+                continue;
+            };
+            if k.trim() != name {
+                continue;
+            }
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|x| x.strip_suffix('"'))
+                .unwrap_or(v);
+            match found {
+                Some(seen) if seen != v => return Err(Refusal::ConflictingCredentials),
+                _ => found = Some(v),
+            }
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()).map(str::to_string))
+}
+
+/// CSRF defence for cookie sessions: a browser attaches the cookie to
+/// requests any site makes, so the request must show it comes from an
+/// allowed web origin. `Origin` present: it must be listed. `Origin` absent
+/// (browsers omit it on same-origin GETs): `Sec-Fetch-Site` must say
+/// `same-origin` or `none`; a client sending neither (not a modern browser,
+/// or not a browser) is accepted only for GET and HEAD, which on Stream's
+/// client routes only read.
+pub fn check_cookie_origin(
+    headers: &HeaderMap,
+    method: &str,
+    allowed: &[String],
+) -> Result<(), Refusal> {
+    let mut origins = headers.get_all(http::header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (Some(o), None) => {
+            return if allowed.iter().any(|a| a.as_bytes() == o.as_bytes()) {
+                Ok(())
+            } else {
+                Err(Refusal::OriginNotAllowed)
+            };
+        }
+        (Some(_), Some(_)) => return Err(Refusal::OriginNotAllowed),
+        (None, _) => {}
+    }
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        Some(b"same-origin") | Some(b"none") => Ok(()),
+        Some(_) => Err(Refusal::OriginNotAllowed),
+        None if method == "GET" || method == "HEAD" => Ok(()),
+        None => Err(Refusal::OriginNotAllowed),
+    }
 }
 
 #[cfg(test)]
@@ -173,5 +238,57 @@ mod tests {
             extract(&headers(&["Bearer "], None), &[]),
             Ok(Credential::Missing)
         );
+    }
+
+    fn cookie_headers(cookies: &[&str], origin: Option<&str>, site: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for c in cookies {
+            h.append(http::header::COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        if let Some(o) = origin {
+            h.insert(http::header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        if let Some(s) = site {
+            h.insert("sec-fetch-site", HeaderValue::from_str(s).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn session_cookie_is_found_by_exact_name() {
+        let get = |c: &[&str]| from_cookie(&cookie_headers(c, None, None), "sid");
+        assert_eq!(get(&["a=1; sid=abc; b=2"]), Ok(Some("abc".into())));
+        assert_eq!(get(&["a=1", "sid=\"abc\""]), Ok(Some("abc".into())));
+        assert_eq!(get(&["xsid=abc; sidx=abc"]), Ok(None));
+        assert_eq!(get(&["sid="]), Ok(None));
+        assert_eq!(get(&["sid=abc; sid=abc"]), Ok(Some("abc".into())));
+        assert_eq!(
+            get(&["sid=abc; sid=evil"]),
+            Err(Refusal::ConflictingCredentials)
+        );
+    }
+
+    #[test]
+    fn cookie_origin_rules() {
+        let allowed = vec!["https://app.example.com".to_string()];
+        let check = |o: Option<&str>, site: Option<&str>, m: &str| {
+            check_cookie_origin(&cookie_headers(&[], o, site), m, &allowed)
+        };
+        assert_eq!(check(Some("https://app.example.com"), None, "POST"), Ok(()));
+        assert_eq!(
+            check(Some("https://evil.example"), None, "GET"),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert_eq!(
+            check(Some("null"), None, "GET"),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert_eq!(check(None, Some("same-origin"), "POST"), Ok(()));
+        assert_eq!(
+            check(None, Some("cross-site"), "GET"),
+            Err(Refusal::OriginNotAllowed)
+        );
+        assert_eq!(check(None, None, "GET"), Ok(()));
+        assert_eq!(check(None, None, "POST"), Err(Refusal::OriginNotAllowed));
     }
 }

@@ -2,7 +2,11 @@
 //! route policy, then the token swap. Takes plain inputs (method, path, query,
 //! headers, `now`) and returns what to forward or why not, so the whole flow
 //! is unit-tested without sockets. The order follows `design.md`: tenant,
-//! credential, session, policy.
+//! credential (header, query, then the session cookie), session (verified by
+//! the tenant's source, then checked against revocations), policy.
+//!
+//! It is async only because a session source may have to ask Redis or an
+//! identity provider; a cached session is answered without awaiting anything.
 
 use std::sync::Arc;
 
@@ -12,6 +16,8 @@ use crate::credential::{self, Credential};
 use crate::policy::{Decision, Policy};
 use crate::query::{self, is_key};
 use crate::refusal::Refusal;
+use crate::revocation::Revocations;
+use crate::session::Session;
 use crate::stream_token::Minted;
 use crate::tenant::{Tenant, Tenants};
 use crate::websocket;
@@ -34,8 +40,8 @@ pub struct Forward {
     pub template: String,
     /// A websocket upgrade of `/connect`.
     pub websocket: bool,
-    /// `exp` of the session, for user requests.
-    pub session_expires_at: Option<u64>,
+    /// The verified session, for user requests.
+    pub session: Option<Arc<Session>>,
 }
 
 impl Forward {
@@ -56,11 +62,13 @@ pub enum ForwardAuth {
 pub struct Exchange {
     pub tenants: Arc<Tenants>,
     pub policy: Policy,
+    /// Revoked users and sessions, checked on every request.
+    pub revocations: Arc<Revocations>,
 }
 
 impl Exchange {
     /// `websocket`: the request asks for a websocket upgrade.
-    pub fn decide(
+    pub async fn decide(
         &self,
         method: &str,
         path: &str,
@@ -84,13 +92,25 @@ impl Exchange {
             .and_then(|k| self.tenants.by_api_key(k))
             .ok_or(Refusal::UnknownApiKey)?;
 
-        let user = match credential::extract(headers, &pairs)? {
+        let mut credential = credential::extract(headers, &pairs)?;
+        // The session cookie is the last resort: an explicit credential (or
+        // an explicit anonymous request) wins over what the browser attached.
+        if let (Credential::Missing, Some(cookie)) = (&credential, &tenant.cookie) {
+            if let Some(token) = credential::from_cookie(headers, &cookie.name)? {
+                credential::check_cookie_origin(headers, method, &cookie.allowed_origins)?;
+                credential = Credential::Token(token);
+            }
+        }
+        let user = match credential {
             Credential::Token(token) => {
-                let verifier = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
+                let source = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
                     "this app accepts anonymous users only",
                 ))?;
-                let session = verifier.verify(&token, now).map_err(|e| e.refusal())?;
-                Some((session.user_id.clone(), session.expires_at))
+                let session = source.verify(&token, now).await.map_err(|e| e.refusal())?;
+                self.revocations
+                    .check(&tenant.id, &session)
+                    .map_err(|e| e.refusal())?;
+                Some(session)
             }
             Credential::Anonymous if tenant.allow_anonymous => None,
             Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed),
@@ -135,7 +155,7 @@ impl Exchange {
             ))?;
             Some(websocket::check_connect_json(
                 json,
-                user.as_ref().map(|(u, _)| u.as_str()),
+                user.as_ref().map(|s| s.user_id.as_str()),
             )?)
         } else {
             None
@@ -151,8 +171,9 @@ impl Exchange {
         if let Some(j) = &connect_json {
             append.push(("json", j.as_str()));
         }
-        let (auth, q, session_expires_at) = match user {
-            Some((user_id, expires_at)) => {
+        let (auth, q, session) = match user {
+            Some(session) => {
+                let user_id = session.user_id.clone();
                 let token = tenant.minter.token_for(&user_id, now).map_err(|e| {
                     tracing::error!(tenant = %tenant.id, error = %e, "minting a Stream token failed");
                     Refusal::Internal
@@ -169,7 +190,7 @@ impl Exchange {
                     append.push(("stream-auth-type", "jwt"));
                 }
                 let q = query::rebuild(&pairs, drop, &append);
-                (ForwardAuth::User { user_id, token }, q, Some(expires_at))
+                (ForwardAuth::User { user_id, token }, q, Some(session))
             }
             None => {
                 if operation == crate::policy::UNKNOWN_OPERATION {
@@ -195,7 +216,7 @@ impl Exchange {
             operation,
             template,
             websocket,
-            session_expires_at,
+            session,
         })
     }
 }

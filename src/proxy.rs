@@ -19,6 +19,7 @@ use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::limits::RequestKind;
 use crate::quota::{QuotaError, SharedQuotas};
 use crate::refusal::Refusal;
+use crate::revocation::{CloseReason, SocketEntry, SocketRegistry};
 use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
 
@@ -49,6 +50,8 @@ pub struct GatewayProxy {
     pub upstream: Arc<Upstream>,
     /// Shared quotas, when `[redis]` is configured.
     pub quotas: Option<Arc<SharedQuotas>>,
+    /// Open websockets, swept for revoked and expired sessions.
+    pub sockets: Arc<SocketRegistry>,
 }
 
 #[derive(Default)]
@@ -61,6 +64,8 @@ pub struct RequestCtx {
     frames: FrameTracker,
     /// The session-expired frames were sent; the socket is being closed.
     expiry_closed: bool,
+    /// An open websocket's entry in the registry (revocation, expiry).
+    socket: Option<SocketEntry>,
 }
 
 fn unix_now() -> u64 {
@@ -91,14 +96,17 @@ impl ProxyHttp for GatewayProxy {
             .map(|a| a.ip());
         let req = session.req_header();
         let method = req.method.as_str();
-        let decision = self.exchange.decide(
-            method,
-            req.uri.path(),
-            req.uri.query(),
-            &req.headers,
-            websocket,
-            unix_now(),
-        );
+        let decision = self
+            .exchange
+            .decide(
+                method,
+                req.uri.path(),
+                req.uri.query(),
+                &req.headers,
+                websocket,
+                unix_now(),
+            )
+            .await;
         // Then the local rate limits, then (sockets only) a place under the
         // connection caps; the cap's guard lives in the context, so it is
         // released however the socket ends.
@@ -136,6 +144,13 @@ impl ProxyHttp for GatewayProxy {
             if forward.websocket {
                 let user = forward.user_id();
                 ctx.connection = Some(forward.tenant.connections.acquire(user)?);
+                if let Some(s) = &forward.session {
+                    ctx.socket = Some(self.sockets.register(
+                        &forward.tenant.id,
+                        Arc::clone(s),
+                        forward.tenant.close_on_session_expiry,
+                    ));
+                }
             }
             Ok(forward)
         });
@@ -166,7 +181,8 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
-        Ok(Box::new(self.upstream.peer(websocket)))
+        let kill = ctx.socket.as_ref().map(|s| &s.kill);
+        Ok(Box::new(self.upstream.peer(websocket, kill)))
     }
     async fn upstream_request_filter(
         &self,
@@ -217,40 +233,60 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    /// Closes an open socket whose session has expired: at the next frame
-    /// boundary of Stream's traffic (a health check comes about every 30 s),
-    /// a code-40 error frame and a close frame are inserted, as Stream does
-    /// for an expired token; the SDK then refreshes its token and reconnects.
+    /// Closes an open socket whose session has expired or been revoked,
+    /// with Stream's own protocol: an error frame (code 40 when expired, so
+    /// the SDK refreshes its token and reconnects) and a close frame.
+    ///
+    /// Two ways in: at the first frame boundary of Stream's traffic after
+    /// `exp` (a health check comes about every 30 s); or, sooner, when the
+    /// socket sweep (`server.rs`, every second) fires the socket's kill
+    /// switch and its upstream stream reads end-of-file: the frames are then
+    /// appended at the end of Stream's traffic.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         let Some(f) = &ctx.forward else {
             return Ok(None);
         };
-        let Some(expires_at) = f
-            .session_expires_at
-            .filter(|_| f.websocket && f.tenant.close_on_session_expiry)
-        else {
+        if !f.websocket {
             return Ok(None);
-        };
+        }
         if ctx.expiry_closed {
             *body = None;
-            return Error::e_explain(ConnectionClosed, "websocket closed: session expired");
+            return Error::e_explain(ConnectionClosed, "websocket closed by the gateway");
         }
-        let Some(data) = body.as_ref() else {
+        let at_boundary = match body.as_ref() {
+            Some(data) => ctx.frames.advance(data),
+            None => ctx.frames.at_boundary(),
+        };
+        let killed = ctx.socket.as_ref().and_then(|s| s.kill.reason());
+        let refusal = match killed {
+            Some(CloseReason::Revoked) if end_of_stream => {
+                Some(Refusal::InvalidSession("session revoked"))
+            }
+            Some(CloseReason::Expired) if end_of_stream => Some(Refusal::SessionExpired),
+            _ => f
+                .session
+                .as_ref()
+                .filter(|s| f.tenant.close_on_session_expiry && unix_now() > s.expires_at)
+                .map(|_| Refusal::SessionExpired),
+        };
+        let Some(refusal) = refusal.filter(|_| at_boundary) else {
             return Ok(None);
         };
-        if ctx.frames.advance(data) && unix_now() > expires_at {
-            let mut out = bytes::BytesMut::with_capacity(data.len() + 256);
+        let frames = websocket::refusal_frames(&refusal);
+        let mut out =
+            bytes::BytesMut::with_capacity(frames.len() + body.as_ref().map_or(0, Bytes::len));
+        if let Some(data) = body.as_ref() {
             out.extend_from_slice(data);
-            out.extend_from_slice(&websocket::refusal_frames(&Refusal::SessionExpired));
-            *body = Some(out.freeze());
-            ctx.expiry_closed = true;
         }
+        out.extend_from_slice(&frames);
+        *body = Some(out.freeze());
+        ctx.expiry_closed = !end_of_stream;
         Ok(None)
     }
 

@@ -14,10 +14,9 @@
 //! refuses it with 503. The outage is logged once, and its end too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
-use tokio::sync::OnceCell;
+use crate::redis_conn::Redis;
 
 /// What to do when Redis cannot answer in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,31 +69,21 @@ return 0
 "#;
 
 pub struct SharedQuotas {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    redis: Arc<Redis>,
     script: redis::Script,
-    timeout: Duration,
     on_error: OnRedisError,
     /// Set during an outage, so it is logged once (and its end once).
     down: AtomicBool,
 }
 
 impl SharedQuotas {
-    /// `url` is validated by config; the connection is made on first use.
-    pub fn new(
-        url: &str,
-        timeout: Duration,
-        on_error: OnRedisError,
-    ) -> Result<SharedQuotas, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("redis.url: {e}"))?;
-        Ok(SharedQuotas {
-            client,
-            conn: OnceCell::new(),
+    pub fn new(redis: Arc<Redis>, on_error: OnRedisError) -> SharedQuotas {
+        SharedQuotas {
+            redis,
             script: redis::Script::new(SCRIPT),
-            timeout,
             on_error,
             down: AtomicBool::new(false),
-        })
+        }
     }
 
     /// Counts one request of `tenant` (and `user`, when signed in) at Unix
@@ -109,13 +98,7 @@ impl SharedQuotas {
         if quota.is_empty() {
             return Ok(());
         }
-        let result = tokio::time::timeout(self.timeout, self.count(tenant, user, quota, now)).await;
-        let outcome = match result {
-            Ok(Ok(code)) => Ok(code),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        };
-        match outcome {
+        match self.count(tenant, user, quota, now).await {
             Ok(code) => {
                 if self.down.swap(false, Ordering::Relaxed) {
                     tracing::info!("redis is answering again; shared quotas are counted again");
@@ -151,12 +134,7 @@ impl SharedQuotas {
         user: Option<&str>,
         quota: Quota,
         now: u64,
-    ) -> redis::RedisResult<i64> {
-        let conn = self
-            .conn
-            .get_or_try_init(|| ConnectionManager::new(self.client.clone()))
-            .await?;
-        let mut conn = conn.clone();
+    ) -> Result<i64, String> {
         let (minute, day) = (now / 60, now / 86_400);
         // Every key carries the {tenant} hash tag: one Cluster slot per tenant.
         let mut inv = self.script.prepare_invoke();
@@ -177,6 +155,8 @@ impl SharedQuotas {
                 .arg(quota.user_per_day.unwrap_or(0))
                 .arg(2 * 86_400);
         }
-        inv.invoke_async(&mut conn).await
+        self.redis
+            .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await
     }
 }

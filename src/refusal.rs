@@ -43,6 +43,8 @@ pub enum Refusal {
     IdentityMismatch,
     /// Route not in the table and unknown routes are denied (code 17).
     UnknownRoute,
+    /// A cookie session from an origin not in `allowed_origins` (code 17).
+    OriginNotAllowed,
     /// Over a local rate limit (code 9); the details feed the 429 headers.
     RateLimited(crate::limits::Limited),
     /// Over the tenant's shared quota (code 9): its limit and window end.
@@ -92,6 +94,7 @@ impl Refusal {
             Refusal::AnonymousRouteNotAllowed
             | Refusal::ServerRoute
             | Refusal::UnknownRoute
+            | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 403,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
             Refusal::TooManyConnections
@@ -118,6 +121,7 @@ impl Refusal {
             Refusal::AnonymousRouteNotAllowed
             | Refusal::ServerRoute
             | Refusal::UnknownRoute
+            | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 17,
             Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
             Refusal::TooManyConnections => 71,
@@ -152,6 +156,9 @@ impl Refusal {
                 "this endpoint is server-side only and cannot be called through the gateway".into()
             }
             Refusal::UnknownRoute => "this endpoint is not allowed through the gateway".into(),
+            Refusal::OriginNotAllowed => {
+                "cookie sessions are only accepted from the app's allowed origins".into()
+            }
             Refusal::IdentityMismatch => {
                 "the connect payload's user does not match the session".into()
             }

@@ -16,6 +16,8 @@ use crate::config::Settings;
 use crate::exchange::Exchange;
 use crate::proxy::GatewayProxy;
 use crate::quota::SharedQuotas;
+use crate::redis_conn::Redis;
+use crate::revocation::{Revocations, SocketRegistry};
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
 
@@ -62,22 +64,51 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let tenants = Arc::new(Tenants::new(settings.tenants));
-    let quotas = match &settings.redis {
-        Some(r) => Some(Arc::new(SharedQuotas::new(&r.url, r.timeout, r.on_error)?)),
+    let redis = match &settings.redis {
+        Some(r) => Some(Arc::new(Redis::new(&r.url, r.timeout)?)),
         None => None,
+    };
+    let tenants = Arc::new(Tenants::new(settings.tenants, redis.as_ref())?);
+    let quotas = match (&settings.redis, &redis) {
+        (Some(r), Some(conn)) => Some(Arc::new(SharedQuotas::new(Arc::clone(conn), r.on_error))),
+        _ => None,
     };
     server.add_service(background_service(
         "rate limit pruner",
         LimitPruner(Arc::clone(&tenants)),
     ));
+    let revocations = Arc::new(Revocations::new());
+    let sockets = SocketRegistry::new();
+    server.add_service(background_service(
+        "socket sweep",
+        SocketSweep {
+            sockets: Arc::clone(&sockets),
+            revocations: Arc::clone(&revocations),
+        },
+    ));
+    if let (Some(redis), Some(every)) = (
+        &redis,
+        settings.redis.as_ref().and_then(|r| r.revocation_poll),
+    ) {
+        server.add_service(background_service(
+            "revocation poller",
+            RevocationPoller {
+                redis: Arc::clone(redis),
+                revocations: Arc::clone(&revocations),
+                tenants: tenants.iter().map(|t| t.id.clone()).collect(),
+                every,
+            },
+        ));
+    }
     let gateway = GatewayProxy {
         exchange: Exchange {
             tenants,
             policy: settings.policy,
+            revocations,
         },
         upstream: Arc::clone(&upstream),
         quotas,
+        sockets,
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -126,6 +157,92 @@ impl pingora::services::background::BackgroundService for LimitPruner {
                         t.limits.prune();
                     }
                 }
+            }
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Closes open websockets whose session was revoked or has expired, once a
+/// second (the bound on how long such a socket stays open).
+struct SocketSweep {
+    sockets: Arc<SocketRegistry>,
+    revocations: Arc<Revocations>,
+}
+
+/// How often open sockets are checked.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for SocketSweep {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(SWEEP_EVERY) => {
+                    let n = self.sockets.sweep(&self.revocations, unix_now());
+                    if n > 0 {
+                        tracing::info!(sockets = n, "closing websockets: session revoked or expired");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reloads revocations from Redis when their version counter changes.
+struct RevocationPoller {
+    redis: Arc<Redis>,
+    revocations: Arc<Revocations>,
+    tenants: Vec<String>,
+    every: std::time::Duration,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for RevocationPoller {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut seen: Option<Option<String>> = None;
+        let mut failing = false;
+        loop {
+            let version = self
+                .redis
+                .call(|mut conn| async move {
+                    redis::cmd("GET")
+                        .arg(crate::revocation::VERSION_KEY)
+                        .query_async::<Option<String>>(&mut conn)
+                        .await
+                })
+                .await;
+            let result = match version {
+                Ok(v) if seen.as_ref() == Some(&v) => Ok(()),
+                Ok(v) => Revocations::load(&self.redis, &self.tenants, unix_now())
+                    .await
+                    .map(|set| {
+                        self.revocations.replace(set);
+                        seen = Some(v);
+                    }),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("revocations are read from redis again");
+                }
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot read revocations from redis; the last loaded set stays in force");
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(self.every) => {}
             }
         }
     }

@@ -4,10 +4,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::TenantSettings;
+use crate::config::{CookieSettings, SessionSettings, TenantSettings};
 use crate::connections::ConnectionLimits;
 use crate::limits::LocalLimits;
-use crate::session::CachedVerifier;
+use crate::redis_conn::Redis;
+use crate::session::{CachedVerifier, OpaqueSessions, SessionSource};
 use crate::stream_token::TokenMinter;
 
 pub struct Tenant {
@@ -15,7 +16,9 @@ pub struct Tenant {
     pub api_key: String,
     pub allow_anonymous: bool,
     pub close_on_session_expiry: bool,
-    pub session: Option<CachedVerifier>,
+    pub session: Option<SessionSource>,
+    /// Session cookie (with its allowed origins), when enabled.
+    pub cookie: Option<CookieSettings>,
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
     pub limits: LocalLimits,
@@ -27,10 +30,31 @@ pub struct Tenants {
 }
 
 impl Tenants {
-    pub fn new(settings: Vec<TenantSettings>) -> Tenants {
+    /// `redis` is the shared connection of `[redis]`; opaque sessions need it
+    /// (config validation guarantees it is there when they are used).
+    pub fn new(
+        settings: Vec<TenantSettings>,
+        redis: Option<&Arc<Redis>>,
+    ) -> Result<Tenants, String> {
         let by_key = settings
             .into_iter()
             .map(|t| {
+                let session = match t.session {
+                    None => None,
+                    Some(SessionSettings::Jwt(v)) => Some(SessionSource::Jwt(CachedVerifier::new(
+                        v,
+                        t.token_cache_size,
+                    ))),
+                    Some(SessionSettings::Opaque(o)) => {
+                        let redis = redis.ok_or_else(|| {
+                            format!("tenant {}: redis sessions need [redis]", t.id)
+                        })?;
+                        Some(SessionSource::Opaque(OpaqueSessions::new(
+                            o,
+                            Arc::clone(redis),
+                        )))
+                    }
+                };
                 let tenant = Tenant {
                     minter: TokenMinter::new(&t.api_secret, t.stream_token_ttl, t.token_cache_size),
                     connections: ConnectionLimits::new(
@@ -46,14 +70,13 @@ impl Tenants {
                     api_key: t.api_key.clone(),
                     allow_anonymous: t.allow_anonymous,
                     close_on_session_expiry: t.close_on_session_expiry,
-                    session: t
-                        .session
-                        .map(|v| CachedVerifier::new(v, t.token_cache_size)),
+                    session,
+                    cookie: t.cookie,
                 };
-                (t.api_key, Arc::new(tenant))
+                Ok((t.api_key, Arc::new(tenant)))
             })
-            .collect();
-        Tenants { by_key }
+            .collect::<Result<_, String>>()?;
+        Ok(Tenants { by_key })
     }
 
     pub fn by_api_key(&self, key: &str) -> Option<&Arc<Tenant>> {

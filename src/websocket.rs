@@ -176,6 +176,11 @@ pub struct FrameTracker {
 }
 
 impl FrameTracker {
+    /// True when no frame is partly seen.
+    pub fn at_boundary(&self) -> bool {
+        self.remaining == 0 && self.header.is_empty()
+    }
+
     /// Consumes `chunk`; returns true when the stream is at a frame boundary
     /// after it.
     pub fn advance(&mut self, mut chunk: &[u8]) -> bool {

@@ -19,6 +19,11 @@ pub const DEFAULT_STREAM_TOKEN_TTL: Duration = Duration::from_secs(3600);
 pub const DEFAULT_USER_ID_CLAIM: &str = "sub";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 100_000;
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_REVOCATION_POLL: Duration = Duration::from_secs(1);
+pub const DEFAULT_SESSION_CACHE_TTL: Duration = Duration::from_secs(2);
+pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
+pub const DEFAULT_JWKS_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,33 +118,50 @@ pub struct JwtSection {
     pub audience: Option<StringOrList>,
     #[serde(default, with = "humantime_serde")]
     pub leeway: Option<Duration>,
+    pub tenant_claim: Option<String>,
     pub cookie: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
-/// Accepted so that the contract's documented shape parses; refused by
-/// validation until the JWKS session source exists.
+/// `type = "jwks"`: tokens of an identity provider, keys from its JWKS.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksSection {
     pub jwks_url: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<StringOrList>,
+    /// `false` accepts tokens of any issuer (explicit opt-out).
+    pub verify_issuer: Option<bool>,
+    /// `false` accepts tokens for any audience (explicit opt-out).
+    pub verify_audience: Option<bool>,
     pub user_id_claim: Option<String>,
     #[serde(default)]
     pub algorithms: Vec<String>,
     #[serde(default, with = "humantime_serde")]
     pub leeway: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub refresh_cooldown: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub fetch_timeout: Option<Duration>,
+    pub tenant_claim: Option<String>,
     pub cookie: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
-/// Accepted so that the contract's documented shape parses; refused by
-/// validation until the Redis session source exists.
+/// `type = "redis"`: opaque session ids the app keeps in Redis.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSessionSection {
     pub key: Option<String>,
     pub user_id_field: Option<String>,
+    pub ttl_is_expiry: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub cache_ttl: Option<Duration>,
+    pub tenant_claim: Option<String>,
     pub cookie: Option<String>,
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,6 +225,9 @@ pub struct RedisSection {
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub on_redis_error: Option<String>,
+    /// How often each instance reads the revocation list (`0s`: never).
+    #[serde(default, with = "humantime_serde")]
+    pub revocation_poll: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::policy::Policy;
-use crate::session::JwtVerifier;
+use crate::session::{JwtVerifier, OpaqueOptions};
 pub use secret::Secret;
 
 /// Everything the gateway needs to run, validated.
@@ -45,6 +45,8 @@ pub struct RedisSettings {
     /// Longest any request waits on Redis.
     pub timeout: Duration,
     pub on_error: crate::quota::OnRedisError,
+    /// How often revocations are read from Redis; `None`: not at all.
+    pub revocation_poll: Option<Duration>,
 }
 
 pub struct UpstreamSettings {
@@ -80,7 +82,24 @@ pub struct TenantSettings {
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,
     /// `None` only for anonymous-only tenants.
-    pub session: Option<JwtVerifier>,
+    pub session: Option<SessionSettings>,
+    /// Also read the session from this cookie (any session type).
+    pub cookie: Option<CookieSettings>,
+}
+
+/// A tenant's session source, validated; built into a
+/// [`crate::session::SessionSource`] once the shared Redis connection exists.
+pub enum SessionSettings {
+    Jwt(JwtVerifier),
+    Opaque(OpaqueOptions),
+}
+
+/// `cookie = "sid"` with its required `allowed_origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieSettings {
+    pub name: String,
+    /// `scheme://host[:port]`, compared exactly with the `Origin` header.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Every problem found in a config file, one human-readable line each.

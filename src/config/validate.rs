@@ -10,7 +10,9 @@ use std::str::FromStr;
 
 use super::file::{self, FileConfig, SessionSection, TenantSection};
 use super::secret::resolve;
-use super::{ConfigErrors, ServerSettings, Settings, TenantSettings, UpstreamSettings};
+use super::{
+    ConfigErrors, ServerSettings, SessionSettings, Settings, TenantSettings, UpstreamSettings,
+};
 use crate::policy::{Policy, Rule, UnknownRoutes};
 
 mod limits;
@@ -62,7 +64,14 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.quota: shared quotas need a [redis] section"
             ));
         }
-        if let Some(t) = tenant(&name, t, base_dir, policy.as_ref(), &mut p) {
+        if let Some(t) = tenant(
+            &name,
+            t,
+            base_dir,
+            policy.as_ref(),
+            raw.redis.is_some(),
+            &mut p,
+        ) {
             tenants.push(t);
         }
     }
@@ -244,6 +253,7 @@ fn tenant(
     t: TenantSection,
     base_dir: &Path,
     policy: Option<&Policy>,
+    has_redis: bool,
     p: &mut Problems,
 ) -> Option<TenantSettings> {
     let route_limits = t
@@ -262,26 +272,35 @@ fn tenant(
     if ttl.as_secs() < 1 {
         p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
     }
-    let session = match t.session {
-        None if t.allow_anonymous => None,
+    let (session, cookie) = match t.session {
+        None if t.allow_anonymous => (None, None),
         None => {
             p.add(format!(
                 "{name}.session: a [tenants.session] is required unless allow_anonymous = true"
             ));
-            None
+            (None, None)
         }
-        Some(SessionSection::Jwt(j)) => session::jwt(name, j, base_dir, api_secret.as_ref(), p),
+        Some(SessionSection::Jwt(j)) => {
+            let cookie = session::cookie(name, j.cookie.clone(), j.allowed_origins.clone(), p);
+            let v = session::jwt(name, &t.id, j, base_dir, api_secret.as_ref(), p);
+            (v.map(SessionSettings::Jwt), cookie)
+        }
         Some(SessionSection::Jwks(_)) => {
             p.add(format!(
                 "{name}.session.type: \"jwks\" is not implemented in this version; use \"jwt\""
             ));
-            None
+            (None, None)
         }
-        Some(SessionSection::Redis(_)) => {
-            p.add(format!(
-                "{name}.session.type: \"redis\" is not implemented in this version; use \"jwt\""
-            ));
-            None
+        Some(SessionSection::Redis(r)) => {
+            if !has_redis {
+                p.add(format!(
+                    "{name}.session: type = \"redis\" needs a [redis] section"
+                ));
+            }
+            let cookie = session::cookie(name, r.cookie.clone(), r.allowed_origins.clone(), p);
+            let size = t.token_cache_size.unwrap_or(file::DEFAULT_TOKEN_CACHE_SIZE);
+            let o = session::opaque(name, &t.id, r, size, p);
+            (o.map(SessionSettings::Opaque), cookie)
         }
     };
     Some(TenantSettings {
@@ -323,5 +342,6 @@ fn tenant(
         max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
+        cookie,
     })
 }

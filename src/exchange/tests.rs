@@ -7,9 +7,42 @@ use crate::session::{JwtKey, JwtOptions, JwtVerifier};
 use crate::stream_token::TokenMinter;
 use http::HeaderValue;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use std::future::Future;
 use std::time::Duration;
 
 const NOW: u64 = 1_800_000_000;
+
+/// `decide` for JWT sessions, which never wait on anything: polled once.
+trait DecideSync {
+    fn decide_sync(
+        &self,
+        method: &str,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        websocket: bool,
+        now: u64,
+    ) -> Result<Forward, Refusal>;
+}
+
+impl DecideSync for Exchange {
+    fn decide_sync(
+        &self,
+        method: &str,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        websocket: bool,
+        now: u64,
+    ) -> Result<Forward, Refusal> {
+        let fut = std::pin::pin!(self.decide(method, path, raw_query, headers, websocket, now));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.poll(&mut cx) {
+            std::task::Poll::Ready(r) => r,
+            std::task::Poll::Pending => panic!("a JWT session decision awaited something"),
+        }
+    }
+}
 
 fn exchange(allow_anonymous: bool) -> Exchange {
     let tenant = |key: &str, with_session: bool| crate::config::TenantSettings {
@@ -27,23 +60,29 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         close_on_session_expiry: true,
         max_connections_per_user: None,
         max_connections: None,
+        cookie: None,
         session: with_session.then(|| {
-            JwtVerifier::new(JwtOptions {
-                algorithms: vec![Algorithm::HS256],
-                key: JwtKey::Secret(Secret::from_bytes("app-secret")),
-                user_id_claim: "sub".into(),
-                issuer: None,
-                audience: None,
-                leeway_secs: 0,
-                tenant_claim: None,
-            })
-            .unwrap()
+            crate::config::SessionSettings::Jwt(
+                JwtVerifier::new(JwtOptions {
+                    algorithms: vec![Algorithm::HS256],
+                    key: JwtKey::Secret(Secret::from_bytes("app-secret")),
+                    user_id_claim: "sub".into(),
+                    issuer: None,
+                    audience: None,
+                    leeway_secs: 0,
+                    tenant_claim: None,
+                })
+                .unwrap(),
+            )
         }),
     };
     let _ = TokenMinter::new;
     Exchange {
-        tenants: Arc::new(Tenants::new(vec![tenant("k1", true), tenant("k2", true)])),
+        tenants: Arc::new(
+            Tenants::new(vec![tenant("k1", true), tenant("k2", true)], None).unwrap(),
+        ),
         policy: Policy::new(UnknownRoutes::Deny, &[], &[]).unwrap(),
+        revocations: Arc::new(Revocations::new()),
     }
 }
 
@@ -65,7 +104,7 @@ fn auth(v: &str) -> HeaderMap {
 #[test]
 fn forwards_client_route_with_swapped_query() {
     let x = exchange(false);
-    let f = x.decide(
+    let f = x.decide_sync(
         "GET",
         "//channels/messaging/general/",
         Some("api_key=k1&user_id=mallory&authorization=x&state=true"),
@@ -76,7 +115,7 @@ fn forwards_client_route_with_swapped_query() {
     // header token and a different query token conflict
     assert_eq!(f.err(), Some(Refusal::ConflictingCredentials));
     let f = x
-        .decide(
+        .decide_sync(
             "GET",
             "//channels/messaging/general/",
             Some("api_key=k1&user_id=mallory&state=true"),
@@ -163,7 +202,7 @@ fn refusals_in_flow_order() {
         ),
     ];
     for (m, p, q, h, want) in cases {
-        let got = x.decide(m, p, q, &h, false, NOW).err();
+        let got = x.decide_sync(m, p, q, &h, false, NOW).err();
         match (&got, &want) {
             (Some(Refusal::BadPath(_)), Refusal::BadPath(_)) => {}
             _ => assert_eq!(got.as_ref(), Some(&want), "{m} {p} {q:?}"),
@@ -178,18 +217,18 @@ fn anonymous_needs_tenant_opt_in_and_a_client_route() {
     let closed = exchange(false);
     assert_eq!(
         closed
-            .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW)
+            .decide_sync("GET", "/app", Some("api_key=k1"), &h, false, NOW)
             .err(),
         Some(Refusal::AnonymousNotAllowed)
     );
     let open = exchange(true);
     let f = open
-        .decide("GET", "/app", Some("api_key=k1&user_id=x"), &h, false, NOW)
+        .decide_sync("GET", "/app", Some("api_key=k1&user_id=x"), &h, false, NOW)
         .unwrap();
     assert!(matches!(f.auth, ForwardAuth::Anonymous));
     assert_eq!(f.path_and_query, "/app?api_key=k1");
     assert_eq!(
-        open.decide("PATCH", "/app", Some("api_key=k1"), &h, false, NOW)
+        open.decide_sync("PATCH", "/app", Some("api_key=k1"), &h, false, NOW)
             .err(),
         Some(Refusal::ServerRoute)
     );
@@ -200,10 +239,10 @@ fn minted_tokens_are_reused_per_user() {
     let x = exchange(false);
     let h = auth(&session("alice", NOW + 600));
     let a = x
-        .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW)
+        .decide_sync("GET", "/app", Some("api_key=k1"), &h, false, NOW)
         .unwrap();
     let b = x
-        .decide("GET", "/app", Some("api_key=k1"), &h, false, NOW + 5)
+        .decide_sync("GET", "/app", Some("api_key=k1"), &h, false, NOW + 5)
         .unwrap();
     match (a.auth, b.auth) {
         (ForwardAuth::User { token: t1, .. }, ForwardAuth::User { token: t2, .. }) => {
@@ -223,10 +262,10 @@ fn connect_binds_identity_and_moves_credentials_into_the_query() {
         crate::query::encode(json)
     );
     let f = x
-        .decide("GET", "/connect", Some(&q), &HeaderMap::new(), true, NOW)
+        .decide_sync("GET", "/connect", Some(&q), &HeaderMap::new(), true, NOW)
         .unwrap();
     assert!(f.websocket);
-    assert_eq!(f.session_expires_at, Some(NOW + 60));
+    assert_eq!(f.session.as_ref().map(|s| s.expires_at), Some(NOW + 60));
     assert!(!f.path_and_query.contains(&token), "app token forwarded");
     assert!(
         !f.path_and_query.contains("APP-TOKEN"),
@@ -259,7 +298,7 @@ fn connect_binds_identity_and_moves_credentials_into_the_query() {
         crate::query::encode(r#"{"user_id":"mallory"}"#)
     );
     assert_eq!(
-        x.decide(
+        x.decide_sync(
             "GET",
             "/connect",
             Some(&other),
@@ -272,7 +311,7 @@ fn connect_binds_identity_and_moves_credentials_into_the_query() {
     );
     // upgrades anywhere else are refused
     assert_eq!(
-        x.decide("GET", "/app", Some("api_key=k1"), &auth(&token), true, NOW)
+        x.decide_sync("GET", "/app", Some("api_key=k1"), &auth(&token), true, NOW)
             .err(),
         Some(Refusal::BadRequest(
             "websocket upgrades are only allowed on /connect"
@@ -288,7 +327,7 @@ fn longpoll_json_is_checked_when_present() {
     let json = r#"{"user_id":"alice","user_token":"APP-TOKEN"}"#;
     let q = format!("json={}&api_key=k1", crate::query::encode(json));
     let f = x
-        .decide("GET", "/longpoll", Some(&q), &h, false, NOW)
+        .decide_sync("GET", "/longpoll", Some(&q), &h, false, NOW)
         .unwrap();
     assert!(!f.path_and_query.contains("APP-TOKEN"));
     let bad = format!(
@@ -296,13 +335,13 @@ fn longpoll_json_is_checked_when_present() {
         crate::query::encode(r#"{"user_id":"mallory"}"#)
     );
     assert_eq!(
-        x.decide("GET", "/api/v2/longpoll", Some(&bad), &h, false, NOW)
+        x.decide_sync("GET", "/api/v2/longpoll", Some(&bad), &h, false, NOW)
             .err(),
         Some(Refusal::IdentityMismatch)
     );
     // later polls carry only connection_id
     let f = x
-        .decide(
+        .decide_sync(
             "GET",
             "/longpoll",
             Some("connection_id=c1&api_key=k1"),

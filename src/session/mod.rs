@@ -1,21 +1,49 @@
 //! Session sources: turn the app's credential into a verified user.
 //!
 //! Static-key JWT sessions (`jwt`) with their claim checks (`claims`), behind
-//! a cache of verified tokens (`cache`). A verified
+//! a cache of verified tokens (`cache`); opaque session ids in Redis
+//! (`opaque`). [`SessionSource`] is what a tenant holds. A verified
 //! [`Session`] carries a user id that already satisfies Stream's user-id
 //! rules, so nothing downstream has to re-check it.
 
 mod cache;
 mod claims;
 mod jwt;
+mod opaque;
 mod user_id;
 
 pub use cache::{CachedVerifier, CACHE_TTL};
 pub use claims::ClaimRules;
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
+pub use opaque::{KeyTemplate, OpaqueOptions, OpaqueSessions, MAX_SESSION_ID_LEN};
 pub use user_id::{valid_user_id, MAX_USER_ID_LEN};
 
+use std::sync::Arc;
+
 use crate::refusal::Refusal;
+
+/// A tenant's session source, ready to verify credentials.
+pub enum SessionSource {
+    /// `type = "jwt"`: static key, behind the verified-token cache.
+    Jwt(CachedVerifier),
+    /// `type = "redis"`: opaque session ids looked up in Redis.
+    Opaque(OpaqueSessions),
+}
+
+impl SessionSource {
+    /// Verifies a credential at Unix time `now`.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
+        match self {
+            SessionSource::Jwt(v) => v.verify(token, now),
+            SessionSource::Opaque(o) => o.verify(token, now).await,
+        }
+    }
+
+    /// False while the source cannot verify anything yet (JWKS not loaded).
+    pub fn is_ready(&self) -> bool {
+        true
+    }
+}
 
 /// A verified session.
 #[derive(Debug, Clone, PartialEq, Eq)]

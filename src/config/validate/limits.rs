@@ -25,10 +25,12 @@ pub(super) fn redis(r: &file::RedisSection, p: &mut Problems) -> Option<RedisSet
     if timeout.is_zero() {
         p.add("redis.timeout: must be more than 0s");
     }
+    let revocation_poll = r.revocation_poll.unwrap_or(file::DEFAULT_REVOCATION_POLL);
     Some(RedisSettings {
         url: r.url.clone(),
         timeout,
         on_error,
+        revocation_poll: (!revocation_poll.is_zero()).then_some(revocation_poll),
     })
 }
 

@@ -1,5 +1,6 @@
-//! Validation of `[tenants.session]` of `type = "jwt"` into a verifier:
-//! algorithms of one family, the key that fits them, claims settings.
+//! Validation of `[tenants.session]`: `type = "jwt"` into a verifier
+//! (algorithms of one family, the key that fits them, claims settings),
+//! `type = "redis"` into opaque-session options, and the session cookie.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -8,22 +9,19 @@ use jsonwebtoken::Algorithm;
 
 use super::super::file;
 use super::super::secret::{resolve, Secret};
+use super::super::CookieSettings;
 use super::Problems;
-use crate::session::{JwtKey, JwtOptions, JwtVerifier};
+use crate::session::{JwtKey, JwtOptions, JwtVerifier, KeyTemplate, OpaqueOptions};
 
 pub(super) fn jwt(
     name: &str,
+    tenant_id: &str,
     j: file::JwtSection,
     base_dir: &Path,
     stream_secret: Option<&Secret>,
     p: &mut Problems,
 ) -> Option<JwtVerifier> {
     let key_name = format!("{name}.session");
-    if j.cookie.is_some() {
-        p.add(format!(
-            "{key_name}.cookie: cookie sessions are not implemented in this version"
-        ));
-    }
     let mut algorithms = Vec::new();
     if j.algorithms.is_empty() {
         p.add(format!(
@@ -102,6 +100,7 @@ pub(super) fn jwt(
         issuer: j.issuer,
         audience,
         leeway_secs: j.leeway.map_or(0, |d| d.as_secs()),
+        tenant_claim: tenant_claim(&key_name, j.tenant_claim, tenant_id, p),
     };
     match JwtVerifier::new(opts) {
         Ok(v) => Some(v),
@@ -110,4 +109,139 @@ pub(super) fn jwt(
             None
         }
     }
+}
+
+/// `tenant_claim = "tenant"`: sessions must carry that claim, equal to the
+/// tenant's `id`.
+fn tenant_claim(
+    key_name: &str,
+    claim: Option<String>,
+    tenant_id: &str,
+    p: &mut Problems,
+) -> Option<(String, String)> {
+    let claim = claim?;
+    if claim.is_empty() {
+        p.add(format!("{key_name}.tenant_claim: must not be empty"));
+        return None;
+    }
+    Some((claim, tenant_id.to_string()))
+}
+
+/// `type = "redis"`: key template, value format, expiry and cache.
+pub(super) fn opaque(
+    name: &str,
+    tenant_id: &str,
+    r: file::RedisSessionSection,
+    cache_size: u64,
+    p: &mut Problems,
+) -> Option<OpaqueOptions> {
+    let key_name = format!("{name}.session");
+    let key = match r.key.as_deref().map(KeyTemplate::parse) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            p.add(format!("{key_name}.key: {e}"));
+            None
+        }
+        None => {
+            p.add(format!(
+                "{key_name}.key: required for type = \"redis\", e.g. \"session:{{token}}\""
+            ));
+            None
+        }
+    };
+    let path = |key: &str, v: &str, p: &mut Problems| -> Option<Vec<String>> {
+        let parts: Vec<String> = v.split('.').map(String::from).collect();
+        if parts.iter().any(String::is_empty) {
+            p.add(format!(
+                "{key_name}.{key}: a dotted field path such as \"user.id\""
+            ));
+            return None;
+        }
+        Some(parts)
+    };
+    let user_id_field = match r.user_id_field.as_deref() {
+        Some(f) => Some(path("user_id_field", f, p)?),
+        None => None,
+    };
+    let tenant_field = match r.tenant_claim.as_deref() {
+        Some(_) if user_id_field.is_none() => {
+            p.add(format!(
+                "{key_name}.tenant_claim: needs JSON session values (set user_id_field)"
+            ));
+            None
+        }
+        Some(f) => Some((path("tenant_claim", f, p)?, tenant_id.to_string())),
+        None => None,
+    };
+    Some(OpaqueOptions {
+        key: key?,
+        user_id_field,
+        tenant_field,
+        ttl_is_expiry: r.ttl_is_expiry.unwrap_or(true),
+        cache_ttl: r.cache_ttl.unwrap_or(file::DEFAULT_SESSION_CACHE_TTL),
+        cache_size,
+    })
+}
+
+/// `cookie = "sid"`: the cookie name must be a cookie token, and
+/// `allowed_origins` (exact `scheme://host[:port]` values) is required, since
+/// a browser attaches the cookie to requests other sites make.
+pub(super) fn cookie(
+    name: &str,
+    cookie: Option<String>,
+    origins: Option<Vec<String>>,
+    p: &mut Problems,
+) -> Option<CookieSettings> {
+    let key_name = format!("{name}.session");
+    let Some(cookie) = cookie else {
+        if origins.is_some() {
+            p.add(format!(
+                "{key_name}.allowed_origins: only used with cookie = \"...\""
+            ));
+        }
+        return None;
+    };
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if cookie.is_empty() || !cookie.chars().all(token_char) {
+        p.add(format!(
+            "{key_name}.cookie: not a valid cookie name (letters, digits and !#$%&'*+-.^_`|~)"
+        ));
+        return None;
+    }
+    let origins = origins.unwrap_or_default();
+    if origins.is_empty() {
+        p.add(format!(
+            "{key_name}.allowed_origins: required with cookie sessions (CSRF): list the web origins, e.g. [\"https://app.example.com\"]"
+        ));
+        return None;
+    }
+    let mut ok = true;
+    for o in &origins {
+        if let Err(e) = check_origin(o) {
+            p.add(format!("{key_name}.allowed_origins: \"{o}\": {e}"));
+            ok = false;
+        }
+    }
+    ok.then(|| CookieSettings {
+        name: cookie,
+        allowed_origins: origins,
+    })
+}
+
+/// An origin as browsers send it: `http(s)://host[:port]`, nothing after.
+fn check_origin(o: &str) -> Result<(), &'static str> {
+    if o == "*" || o == "null" {
+        return Err("a wildcard or null origin would let any site use the cookie");
+    }
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"))
+        .ok_or("must start with https:// or http://")?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '*', ' ']) {
+        return Err("must be scheme://host[:port] with no path or wildcard");
+    }
+    if rest.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err("must be lower case, as browsers send it");
+    }
+    Ok(())
 }

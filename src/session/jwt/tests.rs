@@ -104,7 +104,7 @@ fn bad_signature_is_43_even_when_expired() {
 #[test]
 fn leeway_extends_exp_and_nbf() {
     let mut v = hs_verifier(&[Algorithm::HS256]);
-    v.leeway = 30;
+    v.rules.leeway = 30;
     let t = hs(
         Algorithm::HS256,
         "session-secret",
