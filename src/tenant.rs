@@ -41,9 +41,8 @@ impl Tenants {
             .map(|t| {
                 let session = match t.session {
                     None => None,
-                    Some(SessionSettings::Jwt(v)) => Some(SessionSource::Jwt(CachedVerifier::new(
-                        v,
-                        t.token_cache_size,
+                    Some(SessionSettings::Jwt(v)) => Some(SessionSource::Jwt(Box::new(
+                        CachedVerifier::new(*v, t.token_cache_size),
                     ))),
                     Some(SessionSettings::Opaque(o)) => {
                         let redis = redis.ok_or_else(|| {

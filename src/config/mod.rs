@@ -90,7 +90,7 @@ pub struct TenantSettings {
 /// A tenant's session source, validated; built into a
 /// [`crate::session::SessionSource`] once the shared Redis connection exists.
 pub enum SessionSettings {
-    Jwt(JwtVerifier),
+    Jwt(Box<JwtVerifier>),
     Opaque(OpaqueOptions),
 }
 

@@ -283,7 +283,7 @@ fn tenant(
         Some(SessionSection::Jwt(j)) => {
             let cookie = session::cookie(name, j.cookie.clone(), j.allowed_origins.clone(), p);
             let v = session::jwt(name, &t.id, j, base_dir, api_secret.as_ref(), p);
-            (v.map(SessionSettings::Jwt), cookie)
+            (v.map(|v| SessionSettings::Jwt(Box::new(v))), cookie)
         }
         Some(SessionSection::Jwks(_)) => {
             p.add(format!(

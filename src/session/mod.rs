@@ -25,7 +25,7 @@ use crate::refusal::Refusal;
 /// A tenant's session source, ready to verify credentials.
 pub enum SessionSource {
     /// `type = "jwt"`: static key, behind the verified-token cache.
-    Jwt(CachedVerifier),
+    Jwt(Box<CachedVerifier>),
     /// `type = "redis"`: opaque session ids looked up in Redis.
     Opaque(OpaqueSessions),
 }

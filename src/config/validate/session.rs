@@ -222,7 +222,7 @@ pub(super) fn cookie(
             ok = false;
         }
     }
-    ok.then(|| CookieSettings {
+    ok.then_some(CookieSettings {
         name: cookie,
         allowed_origins: origins,
     })
