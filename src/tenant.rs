@@ -48,10 +48,10 @@ impl Tenants {
                         let redis = redis.ok_or_else(|| {
                             format!("tenant {}: redis sessions need [redis]", t.id)
                         })?;
-                        Some(SessionSource::Opaque(OpaqueSessions::new(
+                        Some(SessionSource::Opaque(Box::new(OpaqueSessions::new(
                             o,
                             Arc::clone(redis),
-                        )))
+                        ))))
                     }
                 };
                 let tenant = Tenant {

@@ -62,7 +62,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         max_connections: None,
         cookie: None,
         session: with_session.then(|| {
-            crate::config::SessionSettings::Jwt(
+            crate::config::SessionSettings::Jwt(Box::new(
                 JwtVerifier::new(JwtOptions {
                     algorithms: vec![Algorithm::HS256],
                     key: JwtKey::Secret(Secret::from_bytes("app-secret")),
@@ -73,7 +73,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
                     tenant_claim: None,
                 })
                 .unwrap(),
-            )
+            ))
         }),
     };
     let _ = TokenMinter::new;

@@ -27,7 +27,7 @@ pub enum SessionSource {
     /// `type = "jwt"`: static key, behind the verified-token cache.
     Jwt(Box<CachedVerifier>),
     /// `type = "redis"`: opaque session ids looked up in Redis.
-    Opaque(OpaqueSessions),
+    Opaque(Box<OpaqueSessions>),
 }
 
 impl SessionSource {
