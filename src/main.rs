@@ -40,6 +40,38 @@ enum Command {
     Check,
     /// Print the route policy table (with the config's overrides if --config is given).
     Routes,
+    /// Revoke (or with --lift, un-revoke) a user's sessions or one session,
+    /// on every instance sharing the config's [redis].
+    Revoke(RevokeArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["user", "jti", "token_hash", "token"])))]
+struct RevokeArgs {
+    /// Tenant id (`[[tenants]] id`).
+    #[arg(long)]
+    tenant: String,
+    /// Every session of this user issued up to now (by `iat`; sessions
+    /// without `iat`, such as opaque ids, until lifted).
+    #[arg(long)]
+    user: Option<String>,
+    /// One JWT session, by its `jti` claim.
+    #[arg(long)]
+    jti: Option<String>,
+    /// One session, by the SHA-256 (hex) of its token.
+    #[arg(long)]
+    token_hash: Option<String>,
+    /// One session, by the token itself; "-" reads it from standard input
+    /// (keeps it out of shell history). Only its hash (or jti) is stored.
+    #[arg(long)]
+    token: Option<String>,
+    /// How long a single-session revocation is kept (use the token's
+    /// remaining lifetime or more).
+    #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+    keep: std::time::Duration,
+    /// Remove the revocation instead.
+    #[arg(long)]
+    lift: bool,
 }
 
 fn main() -> ExitCode {
@@ -47,6 +79,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check) => check(cli.config),
         Some(Command::Routes) => routes(cli.config),
+        Some(Command::Revoke(args)) => revoke(cli.config, args),
         None => run(
             cli.config,
             RunFlags {
@@ -99,6 +132,112 @@ fn routes(path: Option<PathBuf>) -> ExitCode {
     };
     print!("{}", policy.render());
     ExitCode::SUCCESS
+}
+
+fn revoke(path: Option<PathBuf>, args: RevokeArgs) -> ExitCode {
+    use stream_gateway::revocation::{self, Target};
+    let settings = match load(path) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(redis) = &settings.redis else {
+        eprintln!("error: revocations are kept in Redis: the config has no [redis] section");
+        return ExitCode::from(1);
+    };
+    if !settings.tenants.iter().any(|t| t.id == args.tenant) {
+        eprintln!("error: no tenant with id {:?} in the config", args.tenant);
+        return ExitCode::from(1);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let until = now.saturating_add(args.keep.as_secs());
+    let target = if let Some(u) = args.user {
+        Target::User(u)
+    } else if let Some(j) = args.jti {
+        Target::Session {
+            id: format!("jti:{j}"),
+            until,
+        }
+    } else if let Some(h) = args.token_hash {
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            eprintln!("error: --token-hash must be 64 hex digits (SHA-256)");
+            return ExitCode::from(2);
+        }
+        Target::Session {
+            id: format!("sha256:{}", h.to_ascii_lowercase()),
+            until,
+        }
+    } else if let Some(t) = args.token {
+        let token = if t == "-" {
+            let mut buf = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut buf) {
+                eprintln!("error: reading the token from standard input: {e}");
+                return ExitCode::from(2);
+            }
+            buf.trim().to_string()
+        } else {
+            t
+        };
+        Target::Session {
+            id: stream_gateway::session::session_id(jwt_id(&token).as_deref(), &token),
+            until,
+        }
+    } else {
+        eprintln!("error: say what to revoke: --user, --jti, --token-hash or --token");
+        return ExitCode::from(2);
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                // A person is waiting, not a request: allow more than the
+                // per-request Redis timeout.
+                let timeout = redis.timeout.max(std::time::Duration::from_secs(5));
+                let conn = stream_gateway::redis_conn::Redis::new(&redis.url, timeout)?;
+                revocation::write(&conn, &args.tenant, &target, args.lift, now).await
+            })
+        });
+    match result {
+        Ok(()) => {
+            let what = match &target {
+                Target::User(u) => format!("user {u}"),
+                Target::Session { id, .. } => format!("session {id}"),
+            };
+            let verb = if args.lift {
+                "lifted revocation of"
+            } else {
+                "revoked"
+            };
+            let bound = redis
+                .revocation_poll
+                .map(|d| format!("within {}", humantime::format_duration(d)))
+                .unwrap_or_else(|| "never: redis.revocation_poll is 0s".into());
+            println!(
+                "{verb} {what} of tenant {}; every instance applies it {bound} (plus a Redis round trip)",
+                args.tenant
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: redis: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The `jti` of a JWT, read without verifying (only to name it).
+fn jwt_id(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("jti")?.as_str().map(str::to_string)
 }
 
 fn run(path: Option<PathBuf>, flags: RunFlags) -> ExitCode {
