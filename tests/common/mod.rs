@@ -4,6 +4,7 @@
 //! `unused_imports`) allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod fake_idp;
 pub mod fake_stream;
 pub mod gateway;
 pub mod redis;
