@@ -8,12 +8,14 @@
 
 mod cache;
 mod claims;
+mod jwks;
 mod jwt;
 mod opaque;
 mod user_id;
 
 pub use cache::{CachedVerifier, CACHE_TTL};
 pub use claims::ClaimRules;
+pub use jwks::{JwksOptions, JwksVerifier};
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
 pub use opaque::{KeyTemplate, OpaqueOptions, OpaqueSessions, MAX_SESSION_ID_LEN};
 pub use user_id::{valid_user_id, MAX_USER_ID_LEN};

@@ -1,0 +1,604 @@
+//! `type = "jwks"` sessions: the app's JWT, verified with the identity
+//! provider's published key set (a JWKS URL, or OpenID discovery).
+//!
+//! The key set lives in memory behind an [`ArcSwapOption`], so verification
+//! never waits on a lock. It is replaced by a scheduled refresh ([`JwksVerifier::run`])
+//! and, when a token names a `kid` the set does not have, by one on-demand
+//! refresh at most every `refresh_cooldown` (shared by all requests waiting
+//! for it), so tokens with made-up kids cannot make the gateway hammer the
+//! provider. A failed refresh keeps the keys already loaded.
+//!
+//! Only asymmetric keys are ever used: `oct` (HMAC) keys in the set are
+//! skipped, and a token whose header `alg` is not in the configured list is
+//! refused before any key is looked up. Signatures are checked by
+//! jsonwebtoken; every claim is checked by [`ClaimRules`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind, Validation};
+use serde_json::{Map, Value};
+
+use super::{ClaimRules, Session, SessionError};
+
+/// Largest key set or discovery document read from the provider.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// RSA keys outside this modulus size (bits) are skipped: smaller ones are
+/// weak, larger ones the RSA backend refuses.
+const RSA_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
+/// First retry delay of the initial load (capped by `refresh_interval`).
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Redirects followed per fetch.
+const MAX_REDIRECTS: usize = 5;
+
+/// What a JWKS session source needs, already validated by config.
+#[derive(Debug, Clone)]
+pub struct JwksOptions {
+    /// Where the key set is: a JWKS URL, or None to use OpenID discovery on `discovery_issuer`.
+    pub jwks_url: Option<String>,
+    /// With jwks_url None: GET {issuer without trailing slash}/.well-known/openid-configuration, take `jwks_uri`.
+    pub discovery_issuer: Option<String>,
+    /// Asymmetric algorithms only (RS*, PS*, ES*, EdDSA); families may be
+    /// mixed, since each key carries its own type.
+    pub algorithms: Vec<Algorithm>,
+    pub rules: ClaimRules,
+    /// Scheduled refresh.
+    pub refresh_interval: Duration,
+    /// Minimum gap between refreshes triggered by unknown kids.
+    pub refresh_cooldown: Duration,
+    /// Per HTTP fetch.
+    pub fetch_timeout: Duration,
+}
+
+/// Where the key set comes from.
+#[derive(Debug)]
+enum Source {
+    Jwks(reqwest::Url),
+    Discovery { issuer: String },
+}
+
+/// The type of a usable key; decides which algorithms it can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyKind {
+    Rsa,
+    P256,
+    P384,
+    Ed25519,
+}
+
+impl KeyKind {
+    fn fits(self, alg: Algorithm) -> bool {
+        match self {
+            KeyKind::Rsa => alg.family() == AlgorithmFamily::Rsa,
+            KeyKind::P256 => alg == Algorithm::ES256,
+            KeyKind::P384 => alg == Algorithm::ES384,
+            KeyKind::Ed25519 => alg == Algorithm::EdDSA,
+        }
+    }
+}
+
+/// One usable verification key from the set.
+struct Key {
+    kid: Option<String>,
+    /// The key's own `alg`, when the set names one.
+    alg: Option<Algorithm>,
+    kind: KeyKind,
+    key: DecodingKey,
+}
+
+impl Key {
+    fn fits(&self, alg: Algorithm) -> bool {
+        self.kind.fits(alg) && self.alg.is_none_or(|a| a == alg)
+    }
+}
+
+/// A loaded key set. `generation` grows with every successful refresh, so a
+/// request can tell whether the set changed while it waited.
+struct KeySet {
+    keys: Vec<Key>,
+    by_kid: HashMap<String, Vec<usize>>,
+    generation: u64,
+}
+
+/// The outcome of looking a token's key up.
+enum Lookup {
+    Found(usize),
+    /// No key with this kid (or, without kid, none fitting the alg).
+    Missing,
+    /// No kid, and several keys fit: refuse rather than guess.
+    Ambiguous,
+    /// The kid exists but its key cannot verify this alg.
+    WrongAlg,
+}
+
+impl KeySet {
+    fn new(keys: Vec<Key>, generation: u64) -> KeySet {
+        let mut by_kid: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            if let Some(kid) = &k.kid {
+                by_kid.entry(kid.clone()).or_default().push(i);
+            }
+        }
+        KeySet {
+            keys,
+            by_kid,
+            generation,
+        }
+    }
+
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
+        match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                None => Lookup::Missing,
+                Some(ids) => ids
+                    .iter()
+                    .copied()
+                    .find(|&i| self.keys[i].fits(alg))
+                    .map_or(Lookup::WrongAlg, Lookup::Found),
+            },
+            None => {
+                let mut fitting = (0..self.keys.len()).filter(|&i| self.keys[i].fits(alg));
+                match (fitting.next(), fitting.next()) {
+                    (None, _) => Lookup::Missing,
+                    (Some(i), None) => Lookup::Found(i),
+                    (Some(_), Some(_)) => Lookup::Ambiguous,
+                }
+            }
+        }
+    }
+}
+
+/// Verifies session JWTs against a provider's key set. Shared via `Arc`.
+pub struct JwksVerifier {
+    source: Source,
+    algorithms: Vec<Algorithm>,
+    /// One `Validation` per allowed algorithm: jsonwebtoken wants every
+    /// algorithm of a `Validation` in the key's family.
+    validations: Vec<(Algorithm, Validation)>,
+    rules: ClaimRules,
+    refresh_interval: Duration,
+    refresh_cooldown: Duration,
+    client: reqwest::Client,
+    keys: ArcSwapOption<KeySet>,
+    /// Serialises fetches, so an older answer never overwrites a newer one.
+    fetch_lock: tokio::sync::Mutex<()>,
+    /// When the last refresh triggered by an unknown kid started; held while
+    /// it runs, so concurrent requests share it.
+    on_demand: tokio::sync::Mutex<Option<Instant>>,
+    refreshes_ok: AtomicU64,
+    refreshes_failed: AtomicU64,
+}
+
+impl std::fmt::Debug for JwksVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksVerifier")
+            .field("source", &self.source)
+            .field("algorithms", &self.algorithms)
+            .field("user_id_claim", &self.rules.user_id_claim)
+            .field("ready", &self.is_ready())
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksVerifier {
+    /// Builds a verifier (no network); fails with a config-style message.
+    pub fn new(opts: JwksOptions) -> Result<JwksVerifier, String> {
+        if opts.algorithms.is_empty() {
+            return Err("algorithms must list at least one algorithm".into());
+        }
+        if opts
+            .algorithms
+            .iter()
+            .any(|a| a.family() == AlgorithmFamily::Hmac)
+        {
+            return Err("a JWKS session source takes asymmetric algorithms only (RS*, PS*, ES*, EdDSA), never HS*".into());
+        }
+        if opts.refresh_interval.is_zero() {
+            return Err("refresh_interval must be more than zero".into());
+        }
+        if opts.fetch_timeout.is_zero() {
+            return Err("fetch_timeout must be more than zero".into());
+        }
+        let source = match (&opts.jwks_url, &opts.discovery_issuer) {
+            (Some(url), _) => Source::Jwks(parse_http_url(url, "jwks_url")?),
+            (None, Some(issuer)) => {
+                parse_http_url(issuer, "issuer")?;
+                Source::Discovery {
+                    issuer: issuer.trim_end_matches('/').to_string(),
+                }
+            }
+            (None, None) => {
+                return Err("a JWKS session source needs jwks_url or an issuer to discover".into())
+            }
+        };
+        let validations = opts
+            .algorithms
+            .iter()
+            .map(|&alg| {
+                let mut v = Validation::new(alg);
+                // Claims are checked by ClaimRules with an injected clock.
+                v.validate_exp = false;
+                v.validate_nbf = false;
+                v.validate_aud = false;
+                v.required_spec_claims = Default::default();
+                (alg, v)
+            })
+            .collect();
+        let client = reqwest::Client::builder()
+            .timeout(opts.fetch_timeout)
+            .redirect(redirect_policy())
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client for JWKS: {e}"))?;
+        Ok(JwksVerifier {
+            source,
+            algorithms: opts.algorithms,
+            validations,
+            rules: opts.rules,
+            refresh_interval: opts.refresh_interval,
+            refresh_cooldown: opts.refresh_cooldown,
+            client,
+            keys: ArcSwapOption::empty(),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            on_demand: tokio::sync::Mutex::new(None),
+            refreshes_ok: AtomicU64::new(0),
+            refreshes_failed: AtomicU64::new(0),
+        })
+    }
+
+    /// True once a key set has been loaded at least once.
+    pub fn is_ready(&self) -> bool {
+        self.keys.load().is_some()
+    }
+
+    /// Counters for metrics/tests: successful refreshes, failed refreshes.
+    pub fn refresh_counts(&self) -> (u64, u64) {
+        (
+            self.refreshes_ok.load(Ordering::Relaxed),
+            self.refreshes_failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Clock skew allowed on `exp`/`nbf`/`iat`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.rules.leeway
+    }
+
+    /// Verifies `token` at Unix time `now`. Not ready → `Unavailable`.
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Session, SessionError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Malformed)?;
+        let alg = header.alg;
+        let Some(validation) = self
+            .validations
+            .iter()
+            .find_map(|(a, v)| (*a == alg).then_some(v))
+        else {
+            return Err(SessionError::AlgorithmNotAllowed);
+        };
+        let kid = header.kid.as_deref();
+        let Some(mut set) = self.keys.load_full() else {
+            return Err(SessionError::Unavailable);
+        };
+        let mut found = set.find(kid, alg);
+        if matches!(found, Lookup::Missing) && self.refresh_for_unknown_key(set.generation).await {
+            set = self.keys.load_full().ok_or(SessionError::Unavailable)?;
+            found = set.find(kid, alg);
+        }
+        let key = match found {
+            Lookup::Found(i) => &set.keys[i].key,
+            Lookup::Missing | Lookup::Ambiguous => return Err(SessionError::UnknownKey),
+            Lookup::WrongAlg => return Err(SessionError::AlgorithmNotAllowed),
+        };
+        use jsonwebtoken::errors::ErrorKind as K;
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation).map_err(
+            |e| match e.kind() {
+                K::InvalidSignature => SessionError::BadSignature,
+                K::InvalidAlgorithm | K::InvalidAlgorithmName | K::UnsupportedAlgorithm => {
+                    SessionError::AlgorithmNotAllowed
+                }
+                _ => SessionError::Malformed,
+            },
+        )?;
+        self.rules.check(&data.claims, token, now)
+    }
+
+    /// A token named a key the set (at `seen_generation`) lacks. Refreshes at
+    /// most once per cooldown; requests arriving meanwhile wait for that one
+    /// fetch. True when the set may have changed and is worth a second look.
+    async fn refresh_for_unknown_key(&self, seen_generation: u64) -> bool {
+        let mut last = self.on_demand.lock().await;
+        let current = self.keys.load().as_ref().map(|s| s.generation);
+        if current != Some(seen_generation) {
+            // Someone refreshed while this request waited.
+            return true;
+        }
+        if last.is_some_and(|t| t.elapsed() < self.refresh_cooldown) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        self.refresh().await.is_ok()
+    }
+
+    /// Fetches the key set now and swaps it in. On any failure the keys
+    /// already loaded stay. `Ok(number of usable keys)`.
+    pub async fn refresh(&self) -> Result<usize, String> {
+        let _one_at_a_time = self.fetch_lock.lock().await;
+        match self.fetch_keys().await {
+            Ok(keys) => {
+                let n = keys.len();
+                let generation = self.keys.load().as_ref().map_or(1, |s| s.generation + 1);
+                self.keys
+                    .store(Some(Arc::new(KeySet::new(keys, generation))));
+                self.refreshes_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(keys = n, "JWKS refreshed");
+                Ok(n)
+            }
+            Err(e) => {
+                self.refreshes_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "JWKS refresh failed; keeping the keys already loaded");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs forever: the first load (retrying from 1 s, doubling up to
+    /// `refresh_interval`), then a refresh every `refresh_interval`.
+    pub async fn run(&self) {
+        let mut delay = FIRST_RETRY.min(self.refresh_interval);
+        while !self.is_ready() {
+            if self.refresh().await.is_err() {
+                tracing::info!(retry_in = ?delay, "JWKS not loaded yet");
+                tokio::time::sleep(delay).await;
+                delay = delay.saturating_mul(2).min(self.refresh_interval);
+            }
+        }
+        loop {
+            tokio::time::sleep(self.refresh_interval).await;
+            // Failures are logged by refresh(); the old keys stay.
+            let _ = self.refresh().await;
+        }
+    }
+
+    async fn fetch_keys(&self) -> Result<Vec<Key>, String> {
+        let url = match &self.source {
+            Source::Jwks(url) => url.clone(),
+            Source::Discovery { issuer } => self.discover(issuer).await?,
+        };
+        let body = self.get(&url).await?;
+        let keys = parse_key_set(&body, &self.algorithms)
+            .map_err(|e| format!("{}: {e}", display_url(&url)))?;
+        if keys.is_empty() {
+            return Err(format!(
+                "{}: no usable signing key for the allowed algorithms",
+                display_url(&url)
+            ));
+        }
+        Ok(keys)
+    }
+
+    /// OpenID discovery: the `jwks_uri` of `{issuer}/.well-known/openid-configuration`.
+    async fn discover(&self, issuer: &str) -> Result<reqwest::Url, String> {
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            issuer: Option<String>,
+            jwks_uri: Option<String>,
+        }
+        let url = parse_http_url(
+            &format!("{issuer}/.well-known/openid-configuration"),
+            "discovery URL",
+        )?;
+        let body = self.get(&url).await?;
+        let shown = display_url(&url);
+        let doc: Discovery = serde_json::from_slice(&body)
+            .map_err(|e| format!("{shown}: not an OpenID configuration: {e}"))?;
+        if doc.issuer.as_deref().map(|i| i.trim_end_matches('/')) != Some(issuer) {
+            return Err(format!(
+                "{shown}: the document's issuer is not the configured issuer"
+            ));
+        }
+        let jwks_uri = doc
+            .jwks_uri
+            .ok_or_else(|| format!("{shown}: no jwks_uri"))?;
+        let jwks_uri = parse_http_url(&jwks_uri, "jwks_uri")?;
+        if url.scheme() == "https" && jwks_uri.scheme() != "https" {
+            return Err(format!("{shown}: jwks_uri is not https"));
+        }
+        Ok(jwks_uri)
+    }
+
+    /// GET `url`, 2xx only, at most [`MAX_DOCUMENT_BYTES`].
+    async fn get(&self, url: &reqwest::Url) -> Result<Vec<u8>, String> {
+        let shown = display_url(url);
+        let mut resp = self
+            .client
+            .get(url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("{shown}: {}", describe(e)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("{shown}: HTTP {status}"));
+        }
+        let too_big = || format!("{shown}: response larger than {MAX_DOCUMENT_BYTES} bytes");
+        if resp
+            .content_length()
+            .is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64)
+        {
+            return Err(too_big());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("{shown}: {}", describe(e)))?
+        {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Parses a JWKS document into its usable keys. Keys that cannot be used
+/// here (wrong `use`, symmetric, unknown type, disallowed `alg`, malformed)
+/// are skipped, not fatal; a document that is not a key set is an error.
+fn parse_key_set(body: &[u8], allowed: &[Algorithm]) -> Result<Vec<Key>, String> {
+    #[derive(serde::Deserialize)]
+    struct RawSet {
+        keys: Vec<Value>,
+    }
+    let raw: RawSet = serde_json::from_slice(body).map_err(|e| format!("not a JWK set: {e}"))?;
+    let total = raw.keys.len();
+    let keys: Vec<Key> = raw
+        .keys
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<Jwk>(v).ok())
+        .filter_map(|jwk| usable_key(&jwk, allowed))
+        .collect();
+    if keys.len() < total {
+        tracing::debug!(
+            skipped = total - keys.len(),
+            "JWKS keys skipped (not for signing, symmetric, malformed, or another algorithm)"
+        );
+    }
+    Ok(keys)
+}
+
+/// The key, if it is a signing key that can verify one of `allowed`.
+fn usable_key(jwk: &Jwk, allowed: &[Algorithm]) -> Option<Key> {
+    let common = &jwk.common;
+    if common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return None;
+    }
+    if common
+        .key_operations
+        .as_ref()
+        .is_some_and(|ops| !ops.contains(&KeyOperations::Verify))
+    {
+        return None;
+    }
+    let alg = match common.key_algorithm {
+        None => None,
+        Some(a) => Some(Algorithm::try_from(a).ok()?),
+    };
+    if alg.is_some_and(|a| !allowed.contains(&a)) {
+        return None;
+    }
+    let kind = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => KeyKind::P256,
+            EllipticCurve::P384 => KeyKind::P384,
+            _ => return None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => KeyKind::Ed25519,
+            _ => return None,
+        },
+        // Symmetric (`oct`) keys are never used: an HMAC key published in a
+        // key set is not a secret.
+        _ => return None,
+    };
+    let probe_alg = match alg {
+        Some(a) if kind.fits(a) => a,
+        Some(_) => return None,
+        None => *allowed.iter().find(|a| kind.fits(**a))?,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    let sane = match (kind, key.kind()) {
+        (KeyKind::Rsa, DecodingKeyKind::RsaModulusExponent { n, e }) => {
+            RSA_BITS.contains(&bit_length(n))
+                && e.last().is_some_and(|b| b & 1 == 1)
+                && (2..=33).contains(&bit_length(e))
+        }
+        (KeyKind::Rsa, _) => false,
+        // The Ed25519 verifier expects exactly 32 bytes.
+        (KeyKind::Ed25519, _) => key.try_get_as_bytes().is_ok_and(|b| b.len() == 32),
+        (KeyKind::P256 | KeyKind::P384, _) => true,
+    };
+    // Building a verifier parses EC points and Ed25519 keys; a key that does
+    // not parse is dropped here rather than failing every token later.
+    if !sane || jsonwebtoken::crypto::verify("", b"", &key, probe_alg).is_err() {
+        return None;
+    }
+    Some(Key {
+        kid: common.key_id.clone(),
+        alg,
+        kind,
+        key,
+    })
+}
+
+/// Bits in a big-endian unsigned integer.
+fn bit_length(be: &[u8]) -> usize {
+    match be.iter().position(|&b| b != 0) {
+        None => 0,
+        Some(i) => (be.len() - i - 1) * 8 + (8 - be[i].leading_zeros() as usize),
+    }
+}
+
+fn parse_http_url(s: &str, what: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(s).map_err(|e| format!("{what} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{what} must be an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+/// A URL for messages: no credentials, query or fragment.
+fn display_url(url: &reqwest::Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// A fetch error without its URL (messages name the URL once, redacted).
+fn describe(e: reqwest::Error) -> String {
+    if e.is_timeout() {
+        return "timed out".into();
+    }
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
+
+/// Follows a few redirects, never to another scheme (no silent downgrade
+/// from https to http).
+fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let too_many = attempt.previous().len() > MAX_REDIRECTS;
+        let same_scheme = attempt
+            .previous()
+            .last()
+            .is_some_and(|from| from.scheme() == attempt.url().scheme());
+        if too_many {
+            attempt.error("too many redirects")
+        } else if !same_scheme {
+            attempt.error("redirect to another scheme")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests;
