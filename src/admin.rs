@@ -1,8 +1,10 @@
 //! The admin listener: `GET /healthz` (the process answers) and `GET /readyz`
-//! (config loaded and the client listener accepts connections). `/metrics`
+//! (every tenant's session keys are loaded, and the client listener accepts
+//! connections). `/metrics`
 //! arrives with the metrics work.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,9 +12,13 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::tenant::Tenants;
+
 pub struct Admin {
     /// The client-facing listener, probed by `/readyz`.
     pub listen: SocketAddr,
+    /// Tenants whose session sources must be ready (JWKS loaded).
+    pub tenants: Arc<Tenants>,
 }
 
 fn json(status: u16, body: &str) -> Response<Vec<u8>> {
@@ -34,6 +40,22 @@ impl ServeHttp for Admin {
         match req.uri.path() {
             "/healthz" => json(200, r#"{"status":"ok"}"#),
             "/readyz" => {
+                let mut waiting: Vec<&str> = self
+                    .tenants
+                    .iter()
+                    .filter(|t| t.session.as_ref().is_some_and(|s| !s.is_ready()))
+                    .map(|t| t.id.as_str())
+                    .collect();
+                if !waiting.is_empty() {
+                    waiting.sort_unstable();
+                    let body = serde_json::json!({
+                        "status": "not ready",
+                        "reason": "session keys (JWKS) not loaded yet",
+                        "tenants": waiting,
+                    })
+                    .to_string();
+                    return json(503, &body);
+                }
                 let probe = tokio::time::timeout(
                     Duration::from_secs(1),
                     tokio::net::TcpStream::connect(self.listen),

@@ -18,6 +18,7 @@ use crate::proxy::GatewayProxy;
 use crate::quota::SharedQuotas;
 use crate::redis_conn::Redis;
 use crate::revocation::{Revocations, SocketRegistry};
+use crate::session::{JwksVerifier, SessionSource};
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
 
@@ -73,6 +74,14 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         (Some(r), Some(conn)) => Some(Arc::new(SharedQuotas::new(Arc::clone(conn), r.on_error))),
         _ => None,
     };
+    for t in tenants.iter() {
+        if let Some(SessionSource::Jwks(j)) = &t.session {
+            server.add_service(background_service(
+                &format!("jwks refresh ({})", t.id),
+                JwksRefresh(Arc::clone(&j.verifier)),
+            ));
+        }
+    }
     server.add_service(background_service(
         "rate limit pruner",
         LimitPruner(Arc::clone(&tenants)),
@@ -100,6 +109,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             },
         ));
     }
+    let admin_tenants = Arc::clone(&tenants);
     let gateway = GatewayProxy {
         exchange: Exchange {
             tenants,
@@ -129,6 +139,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             "admin".to_string(),
             Admin {
                 listen: settings.server.listen,
+                tenants: Arc::clone(&admin_tenants),
             },
         );
         admin.threads = Some(1);
@@ -244,6 +255,21 @@ impl pingora::services::background::BackgroundService for RevocationPoller {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(self.every) => {}
             }
+        }
+    }
+}
+
+/// Loads a tenant's JWKS (retrying until the first success; the tenant
+/// answers 503 and `/readyz` says not ready until then) and refreshes it on
+/// its schedule.
+struct JwksRefresh(Arc<JwksVerifier>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for JwksRefresh {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = self.0.run() => {}
         }
     }
 }

@@ -8,7 +8,7 @@ use crate::config::{CookieSettings, SessionSettings, TenantSettings};
 use crate::connections::ConnectionLimits;
 use crate::limits::LocalLimits;
 use crate::redis_conn::Redis;
-use crate::session::{CachedVerifier, OpaqueSessions, SessionSource};
+use crate::session::{CachedJwks, CachedVerifier, JwksVerifier, OpaqueSessions, SessionSource};
 use crate::stream_token::TokenMinter;
 
 pub struct Tenant {
@@ -44,6 +44,14 @@ impl Tenants {
                     Some(SessionSettings::Jwt(v)) => Some(SessionSource::Jwt(Box::new(
                         CachedVerifier::new(*v, t.token_cache_size),
                     ))),
+                    Some(SessionSettings::Jwks(o)) => {
+                        let v = JwksVerifier::new(*o)
+                            .map_err(|e| format!("tenant {}: session: {e}", t.id))?;
+                        Some(SessionSource::Jwks(Box::new(CachedJwks::new(
+                            Arc::new(v),
+                            t.token_cache_size,
+                        ))))
+                    }
                     Some(SessionSettings::Opaque(o)) => {
                         let redis = redis.ok_or_else(|| {
                             format!("tenant {}: redis sessions need [redis]", t.id)

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::policy::Policy;
-use crate::session::{JwtVerifier, OpaqueOptions};
+use crate::session::{JwksOptions, JwtVerifier, OpaqueOptions};
 pub use secret::Secret;
 
 /// Everything the gateway needs to run, validated.
@@ -91,6 +91,7 @@ pub struct TenantSettings {
 /// [`crate::session::SessionSource`] once the shared Redis connection exists.
 pub enum SessionSettings {
     Jwt(Box<JwtVerifier>),
+    Jwks(Box<JwksOptions>),
     Opaque(OpaqueOptions),
 }
 

@@ -285,11 +285,10 @@ fn tenant(
             let v = session::jwt(name, &t.id, j, base_dir, api_secret.as_ref(), p);
             (v.map(|v| SessionSettings::Jwt(Box::new(v))), cookie)
         }
-        Some(SessionSection::Jwks(_)) => {
-            p.add(format!(
-                "{name}.session.type: \"jwks\" is not implemented in this version; use \"jwt\""
-            ));
-            (None, None)
+        Some(SessionSection::Jwks(j)) => {
+            let cookie = session::cookie(name, j.cookie.clone(), j.allowed_origins.clone(), p);
+            let o = session::jwks(name, &t.id, j, p);
+            (o.map(|o| SessionSettings::Jwks(Box::new(o))), cookie)
         }
         Some(SessionSection::Redis(r)) => {
             if !has_redis {

@@ -10,20 +10,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{JwtVerifier, Session, SessionError};
+use super::{JwksVerifier, JwtVerifier, Session, SessionError};
 
 /// How long a verified token is trusted without re-verifying its signature.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
-pub struct CachedVerifier {
-    verifier: JwtVerifier,
+/// Verified sessions by token text, for any JWT source.
+pub struct VerifiedCache {
+    leeway: u64,
     cache: moka::sync::Cache<String, Arc<Session>, ahash::RandomState>,
 }
 
-impl CachedVerifier {
-    pub fn new(verifier: JwtVerifier, capacity: u64) -> CachedVerifier {
-        CachedVerifier {
-            verifier,
+impl VerifiedCache {
+    pub fn new(capacity: u64, leeway_secs: u64) -> VerifiedCache {
+        VerifiedCache {
+            leeway: leeway_secs,
             cache: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .time_to_live(CACHE_TTL)
@@ -33,17 +34,63 @@ impl CachedVerifier {
         }
     }
 
-    pub fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
-        if let Some(s) = self.cache.get(token) {
-            if now > s.expires_at.saturating_add(self.verifier.leeway_secs()) {
-                self.cache.invalidate(token);
-                return Err(SessionError::Expired);
-            }
-            return Ok(s);
+    /// A cached session (re-checked for expiry at `now`), or `None`.
+    pub fn get(&self, token: &str, now: u64) -> Option<Result<Arc<Session>, SessionError>> {
+        let s = self.cache.get(token)?;
+        if now > s.expires_at.saturating_add(self.leeway) {
+            self.cache.invalidate(token);
+            return Some(Err(SessionError::Expired));
         }
-        let session = Arc::new(self.verifier.verify(token, now)?);
+        Some(Ok(s))
+    }
+
+    pub fn insert(&self, token: &str, session: Session) -> Arc<Session> {
+        let session = Arc::new(session);
         self.cache.insert(token.to_string(), Arc::clone(&session));
-        Ok(session)
+        session
+    }
+}
+
+/// A static-key JWT verifier behind a [`VerifiedCache`].
+pub struct CachedVerifier {
+    verifier: JwtVerifier,
+    cache: VerifiedCache,
+}
+
+impl CachedVerifier {
+    pub fn new(verifier: JwtVerifier, capacity: u64) -> CachedVerifier {
+        let cache = VerifiedCache::new(capacity, verifier.leeway_secs());
+        CachedVerifier { verifier, cache }
+    }
+
+    pub fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
+        if let Some(hit) = self.cache.get(token, now) {
+            return hit;
+        }
+        let session = self.verifier.verify(token, now)?;
+        Ok(self.cache.insert(token, session))
+    }
+}
+
+/// A JWKS verifier behind a [`VerifiedCache`]; the verifier itself is shared
+/// with its background refresh task.
+pub struct CachedJwks {
+    pub verifier: Arc<JwksVerifier>,
+    cache: VerifiedCache,
+}
+
+impl CachedJwks {
+    pub fn new(verifier: Arc<JwksVerifier>, capacity: u64) -> CachedJwks {
+        let cache = VerifiedCache::new(capacity, verifier.leeway_secs());
+        CachedJwks { verifier, cache }
+    }
+
+    pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
+        if let Some(hit) = self.cache.get(token, now) {
+            return hit;
+        }
+        let session = self.verifier.verify(token, now).await?;
+        Ok(self.cache.insert(token, session))
     }
 }
 

@@ -13,7 +13,7 @@ mod jwt;
 mod opaque;
 mod user_id;
 
-pub use cache::{CachedVerifier, CACHE_TTL};
+pub use cache::{CachedJwks, CachedVerifier, VerifiedCache, CACHE_TTL};
 pub use claims::ClaimRules;
 pub use jwks::{JwksOptions, JwksVerifier};
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
@@ -28,6 +28,8 @@ use crate::refusal::Refusal;
 pub enum SessionSource {
     /// `type = "jwt"`: static key, behind the verified-token cache.
     Jwt(Box<CachedVerifier>),
+    /// `type = "jwks"`: identity-provider tokens, keys from a JWKS.
+    Jwks(Box<CachedJwks>),
     /// `type = "redis"`: opaque session ids looked up in Redis.
     Opaque(Box<OpaqueSessions>),
 }
@@ -37,13 +39,17 @@ impl SessionSource {
     pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
         match self {
             SessionSource::Jwt(v) => v.verify(token, now),
+            SessionSource::Jwks(j) => j.verify(token, now).await,
             SessionSource::Opaque(o) => o.verify(token, now).await,
         }
     }
 
     /// False while the source cannot verify anything yet (JWKS not loaded).
     pub fn is_ready(&self) -> bool {
-        true
+        match self {
+            SessionSource::Jwks(j) => j.verifier.is_ready(),
+            _ => true,
+        }
     }
 }
 

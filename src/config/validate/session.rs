@@ -11,7 +11,9 @@ use super::super::file;
 use super::super::secret::{resolve, Secret};
 use super::super::CookieSettings;
 use super::Problems;
-use crate::session::{JwtKey, JwtOptions, JwtVerifier, KeyTemplate, OpaqueOptions};
+use crate::session::{
+    ClaimRules, JwksOptions, JwtKey, JwtOptions, JwtVerifier, KeyTemplate, OpaqueOptions,
+};
 
 pub(super) fn jwt(
     name: &str,
@@ -244,4 +246,109 @@ fn check_origin(o: &str) -> Result<(), &'static str> {
         return Err("must be lower case, as browsers send it");
     }
     Ok(())
+}
+
+/// `type = "jwks"`: where the keys are, asymmetric algorithms only, and
+/// issuer and audience required unless explicitly turned off.
+pub(super) fn jwks(
+    name: &str,
+    tenant_id: &str,
+    j: file::JwksSection,
+    p: &mut Problems,
+) -> Option<JwksOptions> {
+    let key_name = format!("{name}.session");
+    let before = p.0.len();
+    let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
+    if let Some(u) = &j.jwks_url {
+        if !url_ok(u) {
+            p.add(format!("{key_name}.jwks_url: must be an https:// or http:// URL"));
+        }
+    }
+    let issuer = j.issuer.clone().filter(|i| !i.is_empty());
+    if j.jwks_url.is_none() && issuer.is_none() {
+        p.add(format!(
+            "{key_name}: set jwks_url, or issuer (keys found by OpenID discovery)"
+        ));
+    }
+    if j.jwks_url.is_none() && issuer.as_deref().is_some_and(|i| !url_ok(i)) {
+        p.add(format!(
+            "{key_name}.issuer: discovery needs an https:// or http:// issuer URL"
+        ));
+    }
+    let verify_issuer = j.verify_issuer.unwrap_or(true);
+    if verify_issuer && issuer.is_none() {
+        p.add(format!(
+            "{key_name}.issuer: required for jwks sessions (or verify_issuer = false to accept tokens of any issuer)"
+        ));
+    }
+    let audience = j.audience.map(file::StringOrList::into_vec);
+    if audience
+        .as_ref()
+        .is_some_and(|a| a.is_empty() || a.iter().any(String::is_empty))
+    {
+        p.add(format!("{key_name}.audience: must not be empty"));
+    }
+    let verify_audience = j.verify_audience.unwrap_or(true);
+    if verify_audience && audience.is_none() {
+        p.add(format!(
+            "{key_name}.audience: required for jwks sessions (or verify_audience = false to accept tokens for any audience)"
+        ));
+    }
+    let names = if j.algorithms.is_empty() {
+        vec!["RS256".to_string()]
+    } else {
+        j.algorithms.clone()
+    };
+    let mut algorithms = Vec::new();
+    for a in &names {
+        match Algorithm::from_str(a) {
+            _ if a.eq_ignore_ascii_case("none") => {
+                p.add(format!("{key_name}.algorithms: \"none\" is never allowed"))
+            }
+            Ok(alg) if alg.family() == jsonwebtoken::AlgorithmFamily::Hmac => p.add(format!(
+                "{key_name}.algorithms: {a} is symmetric; an identity provider's keys are public (RS*, PS*, ES*, EdDSA)"
+            )),
+            Ok(alg) => algorithms.push(alg),
+            Err(_) => p.add(format!("{key_name}.algorithms: unknown algorithm \"{a}\"")),
+        }
+    }
+    let user_id_claim = j
+        .user_id_claim
+        .unwrap_or_else(|| file::DEFAULT_USER_ID_CLAIM.into());
+    if user_id_claim.is_empty() {
+        p.add(format!("{key_name}.user_id_claim: must not be empty"));
+    }
+    let refresh_interval = j
+        .refresh_interval
+        .unwrap_or(file::DEFAULT_JWKS_REFRESH_INTERVAL);
+    if refresh_interval < std::time::Duration::from_secs(1) {
+        p.add(format!("{key_name}.refresh_interval: must be at least 1s"));
+    }
+    let fetch_timeout = j.fetch_timeout.unwrap_or(file::DEFAULT_JWKS_FETCH_TIMEOUT);
+    if fetch_timeout.is_zero() {
+        p.add(format!("{key_name}.fetch_timeout: must be more than 0s"));
+    }
+    let tenant = tenant_claim(&key_name, j.tenant_claim, tenant_id, p);
+    if p.0.len() != before {
+        return None;
+    }
+    Some(JwksOptions {
+        jwks_url: j.jwks_url,
+        discovery_issuer: issuer.clone(),
+        algorithms,
+        rules: ClaimRules {
+            user_id_claim,
+            issuer: issuer.filter(|_| verify_issuer),
+            audience: audience
+                .filter(|_| verify_audience)
+                .map(|a| a.into_iter().collect()),
+            tenant,
+            leeway: j.leeway.map_or(0, |d| d.as_secs()),
+        },
+        refresh_interval,
+        refresh_cooldown: j
+            .refresh_cooldown
+            .unwrap_or(file::DEFAULT_JWKS_REFRESH_COOLDOWN),
+        fetch_timeout,
+    })
 }
