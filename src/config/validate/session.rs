@@ -261,7 +261,9 @@ pub(super) fn jwks(
     let url_ok = |u: &str| u.starts_with("https://") || u.starts_with("http://");
     if let Some(u) = &j.jwks_url {
         if !url_ok(u) {
-            p.add(format!("{key_name}.jwks_url: must be an https:// or http:// URL"));
+            p.add(format!(
+                "{key_name}.jwks_url: must be an https:// or http:// URL"
+            ));
         }
     }
     let issuer = j.issuer.clone().filter(|i| !i.is_empty());
