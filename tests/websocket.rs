@@ -302,3 +302,22 @@ async fn user_cap_is_released_when_the_client_vanishes_without_a_close() {
     let v = connect_until_open(&gw, &q).await;
     assert_eq!(v["type"], "health.check");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_socket_is_closed_with_code_40_soon_after_its_session_expires() {
+    // No traffic from Stream at all after the health check: the socket sweep
+    // (every second) closes it, not the next health check 30 s later.
+    let (_fake, gw) = setup("");
+    let exp = now() + 2;
+    let s = hs_token("HS256", SESSION_SECRET, json!({"sub": "alice", "exp": exp}));
+    let mut ws = connect(&gw, &connect_query(API_KEY, &s, "alice")).await;
+    assert_eq!(next_json(&mut ws).await["type"], "health.check");
+    let v = next_json(&mut ws).await;
+    assert_eq!(v["error"]["code"], 40, "{v}");
+    let late = now() - exp;
+    assert!((0..=3).contains(&late), "closed {late} s after expiry");
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Close(Some(f))))) => assert_eq!(f.code, CloseCode::Normal),
+        other => panic!("expected close 1000, got {other:?}"),
+    }
+}

@@ -186,9 +186,18 @@ impl Drop for Gateway {
 /// `["routes"]`) and extra `env`, and returns its output. Panics (after killing it)
 /// if it runs longer than 30 s.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+    run_cli_with_stdin(args, env, None)
+}
+
+/// [`run_cli`] with `stdin` written to the child's standard input.
+pub fn run_cli_with_stdin(args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(GATEWAY_BIN);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -197,6 +206,10 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("spawn {GATEWAY_BIN}: {e}"));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .expect("write the child's stdin");
+    }
     let out_reader = spawn_reader(child.stdout.take().expect("stdout pipe"));
     let err_reader = spawn_reader(child.stderr.take().expect("stderr pipe"));
 
