@@ -9,8 +9,13 @@
 //!   runtime settings.
 //! - [`policy`]: path normalisation and the route table compiled from
 //!   Stream's specs (`src/policy/data/`), with config overrides.
-//! - [`session`]: session sources (static-key JWT) and Stream's user-id rules.
-//! - [`credential`]: finding the client's token (header, query, Bearer).
+//! - [`session`]: session sources (static-key JWT, JWKS, opaque ids in
+//!   Redis), the verified-session cache, Stream's user-id rules.
+//! - [`credential`]: finding the client's token (header, query, Bearer,
+//!   session cookie with its origin check).
+//! - [`revocation`]: revoked users/sessions (Redis, polled) and the registry
+//!   of open sockets that closes revoked or expired ones.
+//! - [`redis_conn`]: the shared Redis connection with its per-call timeout.
 //! - [`query`]: query-string parsing and the parameter swap.
 //! - [`stream_token`]: minting and caching per-user Stream tokens.
 //! - [`tenant`]: tenants by `api_key`.
