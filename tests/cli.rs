@@ -216,7 +216,7 @@ type = "jwt"
 algorithms = ["HS256"]
 secret = "env:SG_CLI_TEST_SAME_SECRET"
 
-# A session type this version refuses.
+# A JWKS session without an issuer (required unless verify_issuer = false).
 [[tenants]]
 id = "jwks-session"
 api_key = "key-4"
@@ -224,6 +224,7 @@ api_secret = "env:SG_CLI_TEST_STREAM_SECRET"
 [tenants.session]
 type = "jwks"
 jwks_url = "https://auth.example.com/.well-known/jwks.json"
+audience = "chat"
 "#
     );
     let (_dir, path) = write_config("bad.toml", &text);
@@ -245,7 +246,7 @@ jwks_url = "https://auth.example.com/.well-known/jwks.json"
             &format!("tenants[rsa-secret].api_secret: environment variable {UNSET_VAR}"),
             "tenants[rsa-secret].session:",
             "tenants[same-secret].session.secret: must differ",
-            "tenants[jwks-session].session.type: \"jwks\"",
+            "tenants[jwks-session].session.issuer: required",
         ],
     );
     assert_no_leak(&out);
