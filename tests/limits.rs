@@ -17,12 +17,7 @@ fn setup(limits: &str) -> (FakeStream, Gateway) {
 }
 
 async fn get(gw: &Gateway, session: &str) -> reqwest::Response {
-    client()
-        .get(format!("{}/app?api_key={API_KEY}", gw.url()))
-        .header("authorization", session)
-        .send()
-        .await
-        .unwrap()
+    get_app(gw, session).await
 }
 
 async fn assert_rate_limited(resp: reqwest::Response, limit: &str, min_retry: u64, max_retry: u64) {

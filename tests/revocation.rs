@@ -40,14 +40,7 @@ fn token(user: &str, iat: i64, jti: &str) -> String {
 }
 
 async fn status(gw: &Gateway, token: &str) -> u16 {
-    client()
-        .get(format!("{}/app?api_key={API_KEY}", gw.url()))
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    get_app(gw, token).await.status().as_u16()
 }
 
 fn revoke(gw: &Gateway, args: &[&str], stdin: Option<&str>) -> String {
@@ -102,13 +95,7 @@ async fn revoking_a_user_cuts_rest_and_sockets_on_every_instance() {
     let took_a = until_status(&a, &old, 401).await;
     let took_b = until_status(&b, &old, 401).await;
     println!("revocation took {took_a:?} (instance a), {took_b:?} (instance b)");
-    let resp = client()
-        .get(format!("{}/app?api_key={API_KEY}", a.url()))
-        .header("authorization", &old)
-        .send()
-        .await
-        .unwrap();
-    assert_gateway_refusal(resp, 401, 5).await;
+    assert_gateway_refusal(get_app(&a, &old).await, 401, 5).await;
     assert_eq!(status(&a, &bob).await, 200);
 
     // The open socket gets Stream's error frame and close 1000, without

@@ -14,38 +14,11 @@ use std::time::{Duration, Instant};
 
 /// A one-tenant config (`API_KEY`) with `session` as its [tenants.session].
 fn config(upstream: &str, session: &str, top_extra: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "@LISTEN@"
-admin_listen = "@ADMIN@"
-threads = 1
-
-[upstream]
-url = "{upstream}"
-connect_timeout = "2s"
-read_timeout = "5s"
-
-[[tenants]]
-id = "acme"
-api_key = "{API_KEY}"
-api_secret = "{STREAM_SECRET}"
-
-[tenants.session]
-{session}
-
-{top_extra}
-"#
-    )
+    gateway_config_with_session(upstream, "", session, top_extra)
 }
 
 async fn get(gw: &Gateway, token: &str) -> reqwest::Response {
-    client()
-        .get(format!("{}/app?api_key={API_KEY}", gw.url()))
-        .header("authorization", token)
-        .send()
-        .await
-        .unwrap()
+    get_app(gw, token).await
 }
 
 /// The user Stream saw in the last forwarded request (its token verified by

@@ -192,6 +192,18 @@ pub const SESSION_SECRET: &str = "acme-session-secret";
 /// `SESSION_SECRET`) in front of `upstream`. `tenant_extra` is inserted in
 /// the `[[tenants]]` table, `top_extra` at the end (e.g. `[policy]`).
 pub fn gateway_config(upstream: &str, tenant_extra: &str, top_extra: &str) -> String {
+    let session =
+        format!("type = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret = \"{SESSION_SECRET}\"");
+    gateway_config_with_session(upstream, tenant_extra, &session, top_extra)
+}
+
+/// [`gateway_config`] with `session` as the body of `[tenants.session]`.
+pub fn gateway_config_with_session(
+    upstream: &str,
+    tenant_extra: &str,
+    session: &str,
+    top_extra: &str,
+) -> String {
     format!(
         r#"
 [server]
@@ -211,13 +223,21 @@ api_secret = "{STREAM_SECRET}"
 {tenant_extra}
 
 [tenants.session]
-type = "jwt"
-algorithms = ["HS256"]
-secret = "{SESSION_SECRET}"
+{session}
 
 {top_extra}
 "#
     )
+}
+
+/// `GET /app?api_key=API_KEY` with `Authorization: <token>`.
+pub async fn get_app(gw: &Gateway, token: &str) -> reqwest::Response {
+    client()
+        .get(format!("{}/app?api_key={API_KEY}", gw.url()))
+        .header("authorization", token)
+        .send()
+        .await
+        .expect("request to the gateway")
 }
 
 /// A session token for `user` valid for ten minutes.
