@@ -2,7 +2,7 @@
 //! token on every request (the SDKs do) pays for signature verification and
 //! claim parsing once, not per request.
 //!
-//! Only tokens that verified are cached, keyed by the exact token text, and
+//! Only tokens that verified are cached, keyed by a SHA-256 of the token, and
 //! the expiry is re-checked on every hit with the caller's `now`, so a cached
 //! session still expires (code 40) on time. Entries also leave the cache after
 //! [`CACHE_TTL`] so the cache never outlives a key rotation by much.
@@ -18,7 +18,10 @@ pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// Verified sessions by token text, for any JWT source.
 pub struct VerifiedCache {
     leeway: u64,
-    cache: moka::sync::Cache<String, Arc<Session>, ahash::RandomState>,
+    /// Keyed by the SHA-256 of the token: 32 bytes an entry whatever the
+    /// token's size, no token text kept in memory, and no collision anyone
+    /// can construct (a collision would hand one token another's session).
+    cache: moka::sync::Cache<[u8; 32], Arc<Session>, ahash::RandomState>,
 }
 
 impl VerifiedCache {
@@ -36,9 +39,10 @@ impl VerifiedCache {
 
     /// A cached session (re-checked for expiry at `now`), or `None`.
     pub fn get(&self, token: &str, now: u64) -> Option<Result<Arc<Session>, SessionError>> {
-        let s = self.cache.get(token)?;
+        let key = digest(token);
+        let s = self.cache.get(&key)?;
         if now > s.expires_at.saturating_add(self.leeway) {
-            self.cache.invalidate(token);
+            self.cache.invalidate(&key);
             return Some(Err(SessionError::Expired));
         }
         Some(Ok(s))
@@ -46,9 +50,14 @@ impl VerifiedCache {
 
     pub fn insert(&self, token: &str, session: Session) -> Arc<Session> {
         let session = Arc::new(session);
-        self.cache.insert(token.to_string(), Arc::clone(&session));
+        self.cache.insert(digest(token), Arc::clone(&session));
         session
     }
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 /// A static-key JWT verifier behind a [`VerifiedCache`].
