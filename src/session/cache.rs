@@ -55,7 +55,8 @@ impl VerifiedCache {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The cache key of a token.
+pub(super) fn digest(token: &str) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes()).into()
 }

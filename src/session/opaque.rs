@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::cache::digest;
 use super::{session_id, valid_user_id, Session, SessionError};
 use crate::redis_conn::Redis;
 
@@ -71,7 +72,7 @@ pub struct OpaqueOptions {
 pub struct OpaqueSessions {
     opts: OpaqueOptions,
     redis: Arc<Redis>,
-    cache: Option<moka::sync::Cache<String, Arc<Session>, ahash::RandomState>>,
+    cache: Option<moka::sync::Cache<[u8; 32], Arc<Session>, ahash::RandomState>>,
 }
 
 impl OpaqueSessions {
@@ -92,7 +93,7 @@ impl OpaqueSessions {
         {
             return Err(SessionError::Malformed);
         }
-        if let Some(s) = self.cache.as_ref().and_then(|c| c.get(token)) {
+        if let Some(s) = self.cache.as_ref().and_then(|c| c.get(&digest(token))) {
             if now > s.expires_at {
                 return Err(SessionError::Expired);
             }
@@ -116,7 +117,7 @@ impl OpaqueSessions {
         let value = value.ok_or(SessionError::Unknown)?;
         let session = Arc::new(self.parse(&value, pttl, token, now)?);
         if let Some(c) = &self.cache {
-            c.insert(token.to_string(), Arc::clone(&session));
+            c.insert(digest(token), Arc::clone(&session));
         }
         Ok(session)
     }
