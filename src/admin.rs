@@ -30,6 +30,22 @@ fn json(status: u16, body: &str) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+impl Admin {
+    /// JWKS verifiers count their own fetches; bring the metric up to date.
+    fn sync_jwks_counts(&self) {
+        let m = &crate::metrics::get().jwks_refreshes;
+        for t in self.tenants.iter() {
+            if let Some(crate::session::SessionSource::Jwks(j)) = &t.session {
+                let (ok, err) = j.verifier.refresh_counts();
+                for (result, now) in [("ok", ok), ("error", err)] {
+                    let c = m.with_label_values(&[t.id.as_str(), result]);
+                    c.inc_by(now.saturating_sub(c.get()));
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -39,6 +55,16 @@ impl ServeHttp for Admin {
         }
         match req.uri.path() {
             "/healthz" => json(200, r#"{"status":"ok"}"#),
+            "/metrics" => {
+                self.sync_jwks_counts();
+                let body = crate::metrics::get().render();
+                Response::builder()
+                    .status(200)
+                    .header("content-type", "text/plain; version=0.0.4")
+                    .header("content-length", body.len())
+                    .body(body)
+                    .unwrap_or_else(|_| Response::new(Vec::new()))
+            }
             "/readyz" => {
                 let mut waiting: Vec<&str> = self
                     .tenants

@@ -67,6 +67,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// The tenant a raw query's `api_key` names, if any (for the audit
+    /// record of a refused request).
+    pub fn tenant_of(&self, raw_query: Option<&str>) -> Option<Arc<Tenant>> {
+        let pairs = query::parse(raw_query.unwrap_or("")).ok()?;
+        let key = pairs.iter().find(|p| is_key(p, "api_key"))?;
+        self.tenants.by_api_key(&key.value).cloned()
+    }
+
     /// `websocket`: the request asks for a websocket upgrade.
     pub async fn decide(
         &self,

@@ -33,11 +33,13 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod connections;
 pub mod credential;
 pub mod exchange;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod query;

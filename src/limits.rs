@@ -45,6 +45,8 @@ pub struct Limited {
     pub limit: u32,
     /// Whole seconds until a request would pass (`Retry-After`, at least 1).
     pub retry_after_secs: u64,
+    /// Which limit refused: `route`, `per_user`, `per_ip` or `per_tenant`.
+    pub which: &'static str,
 }
 
 type Keyed<K, C> =
@@ -169,29 +171,38 @@ impl<C: Clock + Clone> LocalLimits<C> {
                     (None, Some(ip)) => format!("ip:{ip}"),
                     (None, None) => "anonymous".to_string(),
                 };
-                l.check_key(&key).map_err(|n| self.limited(*burst, &n))?;
+                l.check_key(&key)
+                    .map_err(|n| self.limited("route", *burst, &n))?;
             }
         }
         if let (Some((burst, l)), Some(u)) = (&self.per_user, user) {
             // Keys are owned Strings; a lookup needs one allocation.
             l.check_key(&u.to_string())
-                .map_err(|n| self.limited(*burst, &n))?;
+                .map_err(|n| self.limited("per_user", *burst, &n))?;
         }
         if let (Some((burst, l)), Some(ip)) = (&self.per_ip, ip) {
-            l.check_key(&ip).map_err(|n| self.limited(*burst, &n))?;
+            l.check_key(&ip)
+                .map_err(|n| self.limited("per_ip", *burst, &n))?;
         }
         if let Some((burst, l)) = &self.per_tenant {
-            l.check().map_err(|n| self.limited(*burst, &n))?;
+            l.check()
+                .map_err(|n| self.limited("per_tenant", *burst, &n))?;
         }
         Ok(())
     }
 
-    fn limited(&self, limit: u32, not_until: &NotUntil<C::Instant>) -> Limited {
+    fn limited(
+        &self,
+        which: &'static str,
+        limit: u32,
+        not_until: &NotUntil<C::Instant>,
+    ) -> Limited {
         let wait = not_until.wait_time_from(self.clock.now());
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         Limited {
             limit,
             retry_after_secs: secs.max(1),
+            which,
         }
     }
 
@@ -252,7 +263,8 @@ mod tests {
             l.check(Some("a"), None, ANY),
             Err(Limited {
                 limit: 3,
-                retry_after_secs: 1
+                retry_after_secs: 1,
+                which: "per_user",
             })
         );
         assert_eq!(
@@ -278,7 +290,8 @@ mod tests {
             l.check(None, Some(ip), ANY),
             Err(Limited {
                 limit: 1,
-                retry_after_secs: 10
+                retry_after_secs: 10,
+                which: "per_ip",
             })
         );
     }

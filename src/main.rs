@@ -240,19 +240,30 @@ fn jwt_id(token: &str) -> Option<String> {
     claims.get("jti")?.as_str().map(str::to_string)
 }
 
+/// Log directives that keep pingora's crates at info or quieter.
+const PINGORA_CAP: &str = "pingora=info,pingora_core=info,pingora_proxy=info,pingora_pool=info,pingora_http=info,pingora_timeout=info,pingora_runtime=info,pingora_error=info";
+
 fn run(path: Option<PathBuf>, flags: RunFlags) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let settings = match load(path) {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // `[log]`: RUST_LOG wins over `level` when set. pingora's own debug and
+    // trace lines print whole request headers (the minted Stream token
+    // included), so its crates are always capped at info.
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| settings.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{level},{PINGORA_CAP}"))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{PINGORA_CAP}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if settings.log.json {
+        builder.json().init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     for n in &settings.notices {
         tracing::warn!("{n}");
     }

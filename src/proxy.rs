@@ -4,7 +4,7 @@
 //! context; `upstream_request_filter` applies it to the upstream request.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,9 +14,12 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
+use crate::audit::{self, AuditLog};
 use crate::connections::ConnectionGuard;
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::limits::RequestKind;
+use crate::metrics;
+use crate::policy::Decision;
 use crate::quota::{QuotaError, SharedQuotas};
 use crate::refusal::Refusal;
 use crate::revocation::{CloseReason, SocketEntry, SocketRegistry};
@@ -52,6 +55,8 @@ pub struct GatewayProxy {
     pub quotas: Option<Arc<SharedQuotas>>,
     /// Open websockets, swept for revoked and expired sessions.
     pub sockets: Arc<SocketRegistry>,
+    /// The audit log, when `[audit]` is configured.
+    pub audit: Option<Arc<AuditLog>>,
 }
 
 #[derive(Default)]
@@ -66,6 +71,21 @@ pub struct RequestCtx {
     expiry_closed: bool,
     /// An open websocket's entry in the registry (revocation, expiry).
     socket: Option<SocketEntry>,
+    /// Counts the open socket in the metrics while it lives.
+    open_socket: Option<OpenSocketGauge>,
+    /// For the audit record and metrics.
+    started: Option<Instant>,
+    request_id: String,
+    client_ip: Option<std::net::IpAddr>,
+    upstream_started: Option<Instant>,
+    upstream_latency: Option<std::time::Duration>,
+    upstream_status: Option<u16>,
+    bytes_in: u64,
+    bytes_out: u64,
+    /// Frames of the client-to-Stream socket stream.
+    frames_in: FrameTracker,
+    /// The audit record's place in the queue (`on_full = "block"`).
+    audit_permit: Option<tokio::sync::mpsc::OwnedPermit<audit::Record>>,
 }
 
 fn unix_now() -> u64 {
@@ -73,6 +93,237 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+impl GatewayProxy {
+    /// After the exchange: the local rate limits, then the shared quota (a
+    /// request refused locally never costs a Redis call), then (sockets
+    /// only) a place under the connection caps, whose guard lives in the
+    /// context so it is released however the socket ends.
+    async fn admit(
+        &self,
+        forward: &Forward,
+        method: &str,
+        client_ip: Option<std::net::IpAddr>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let tenant = &forward.tenant;
+        let user = forward.user_id();
+        let kind = RequestKind {
+            method,
+            template: &forward.template,
+            operation: &forward.operation,
+        };
+        tenant
+            .limits
+            .check(user, client_ip, kind)
+            .map_err(Refusal::RateLimited)?;
+        if let Some(q) = &self.quotas {
+            match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
+                Ok(()) => {}
+                Err(QuotaError::Exceeded { limit, reset_at }) => {
+                    return Err(Refusal::QuotaExceeded { limit, reset_at })
+                }
+                Err(QuotaError::Unavailable) => return Err(Refusal::QuotaUnavailable),
+            }
+        }
+        if forward.websocket {
+            ctx.connection = Some(tenant.connections.acquire(user)?);
+            ctx.open_socket = Some(OpenSocketGauge::new(&tenant.id));
+            if let Some(s) = &forward.session {
+                ctx.socket = Some(self.sockets.register(
+                    &tenant.id,
+                    Arc::clone(s),
+                    tenant.close_on_session_expiry,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a refusal (HTTP, or Stream-style on an upgraded socket).
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+        websocket: bool,
+    ) -> Result<bool> {
+        let key = session
+            .req_header()
+            .headers
+            .get("sec-websocket-key")
+            .and_then(|k| k.to_str().ok())
+            .map(str::to_string);
+        let out = match key {
+            Some(key) if websocket => {
+                respond_websocket(session, &key, &refusal, &ctx.request_id).await
+            }
+            _ => respond(session, &refusal, &ctx.request_id).await,
+        };
+        ctx.bytes_out = refusal.body().len() as u64;
+        ctx.refusal = Some(refusal);
+        out.map(|()| true)
+    }
+
+    /// Builds the audit record of a finished request and counts it in the
+    /// metrics.
+    async fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let m = metrics::get();
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
+        // Tenant and route: from the decision, or (for a request refused by
+        // the exchange) looked up again, on the refusal path only.
+        let (tenant, route, operation) = match &ctx.forward {
+            Some(f) => (
+                Some(Arc::clone(&f.tenant)),
+                Some(f.template.clone()),
+                Some(f.operation.clone()),
+            ),
+            None => {
+                let (route, operation) = match self
+                    .exchange
+                    .policy
+                    .decide(req.method.as_str(), req.uri.path())
+                {
+                    Decision::Forward {
+                        template,
+                        operation,
+                        ..
+                    }
+                    | Decision::RefuseServerRoute {
+                        template,
+                        operation,
+                    } => (Some(template), Some(operation)),
+                    _ => (None, None),
+                };
+                (self.exchange.tenant_of(req.uri.query()), route, operation)
+            }
+        };
+        let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
+        let decision = match (&ctx.refusal, e) {
+            (Some(r), _) => r.decision(),
+            (None, _) => "forwarded",
+        };
+        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
+        let status_label = status.to_string();
+        m.requests
+            .with_label_values(&[
+                tenant_id,
+                operation.as_deref().unwrap_or("-"),
+                decision,
+                &status_label,
+            ])
+            .inc();
+        if !websocket {
+            m.request_duration
+                .with_label_values(&[tenant_id, decision])
+                .observe(latency.as_secs_f64());
+        }
+        if let Some(d) = ctx.upstream_latency {
+            m.upstream_duration
+                .with_label_values(&[tenant_id])
+                .observe(d.as_secs_f64());
+        }
+        match &ctx.refusal {
+            Some(Refusal::RateLimited(l)) => m
+                .rate_limited
+                .with_label_values(&[tenant_id, l.which])
+                .inc(),
+            Some(Refusal::TooManyConnections) => m
+                .rate_limited
+                .with_label_values(&[tenant_id, "connections"])
+                .inc(),
+            Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => {
+                m.quota_exceeded.with_label_values(&[tenant_id]).inc()
+            }
+            Some(r) => {
+                if let Some(reason) = r.session_failure() {
+                    m.session_failures
+                        .with_label_values(&[tenant_id, reason])
+                        .inc();
+                }
+            }
+            None => {}
+        }
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let user_id = ctx
+            .forward
+            .as_ref()
+            .and_then(|f| f.user_id())
+            .map(str::to_string);
+        let record = audit::Record {
+            time: audit::now_rfc3339(),
+            kind: if websocket { "websocket" } else { "request" },
+            request_id: std::mem::take(&mut ctx.request_id),
+            tenant: tenant.map(|t| t.id.clone()),
+            user_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            method: req.method.as_str().to_string(),
+            route,
+            operation,
+            decision,
+            code: ctx.refusal.as_ref().map(Refusal::code),
+            status,
+            upstream_status: ctx.upstream_status,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            bytes_in: ctx.bytes_in,
+            bytes_out: ctx.bytes_out,
+            duration_ms: websocket.then_some(latency.as_millis() as u64),
+            frames_in: websocket.then(|| ctx.frames_in.frames()),
+            frames_out: websocket.then(|| ctx.frames.frames()),
+        };
+        match ctx.audit_permit.take() {
+            Some(permit) => audit.write_reserved(permit, record),
+            None => audit.write(record).await,
+        }
+    }
+}
+
+/// The request's id: the client's `X-Request-Id` when it is a sane token
+/// (1-128 of `A-Z a-z 0-9 - _ . :`), else a new one (process-random prefix
+/// and a counter: unique, not secret).
+fn request_id(req: &RequestHeader) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            // Checked ASCII above.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| ahash::RandomState::new().hash_one(std::process::id()));
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Counts one open websocket of a tenant in the metrics while it lives.
+struct OpenSocketGauge(prometheus::IntGauge);
+
+impl OpenSocketGauge {
+    fn new(tenant: &str) -> OpenSocketGauge {
+        let g = metrics::get().websockets_open.with_label_values(&[tenant]);
+        g.inc();
+        OpenSocketGauge(g)
+    }
+}
+
+impl Drop for OpenSocketGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 #[async_trait]
@@ -89,17 +340,23 @@ impl ProxyHttp for GatewayProxy {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        ctx.request_id = request_id(session.req_header());
         let websocket = is_websocket_upgrade(session);
+        if let (Some(audit), false) = (&self.audit, websocket) {
+            ctx.audit_permit = audit.reserve().await;
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip = client_ip;
         let req = session.req_header();
-        let method = req.method.as_str();
+        let method = req.method.clone();
         let decision = self
             .exchange
             .decide(
-                method,
+                method.as_str(),
                 req.uri.path(),
                 req.uri.query(),
                 &req.headers,
@@ -107,71 +364,15 @@ impl ProxyHttp for GatewayProxy {
                 unix_now(),
             )
             .await;
-        // Then the local rate limits, then (sockets only) a place under the
-        // connection caps; the cap's guard lives in the context, so it is
-        // released however the socket ends.
-        let decision = decision.and_then(|forward| {
-            let user = forward.user_id();
-            let kind = RequestKind {
-                method,
-                template: &forward.template,
-                operation: &forward.operation,
-            };
-            forward
-                .tenant
-                .limits
-                .check(user, client_ip, kind)
-                .map_err(Refusal::RateLimited)?;
-            Ok(forward)
-        });
-        // The shared quota is counted before forwarding, after the local
-        // limits (a request refused locally never costs a Redis call).
-        let decision = match (decision, &self.quotas) {
-            (Ok(forward), Some(q)) => {
-                let tenant = &forward.tenant;
-                let user = forward.user_id();
-                match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
-                    Ok(()) => Ok(forward),
-                    Err(QuotaError::Exceeded { limit, reset_at }) => {
-                        Err(Refusal::QuotaExceeded { limit, reset_at })
-                    }
-                    Err(QuotaError::Unavailable) => Err(Refusal::QuotaUnavailable),
-                }
-            }
-            (d, _) => d,
+        let forward = match decision {
+            Ok(f) => f,
+            Err(refusal) => return self.refuse(session, ctx, refusal, websocket).await,
         };
-        let decision = decision.and_then(|forward| {
-            if forward.websocket {
-                let user = forward.user_id();
-                ctx.connection = Some(forward.tenant.connections.acquire(user)?);
-                if let Some(s) = &forward.session {
-                    ctx.socket = Some(self.sockets.register(
-                        &forward.tenant.id,
-                        Arc::clone(s),
-                        forward.tenant.close_on_session_expiry,
-                    ));
-                }
-            }
-            Ok(forward)
-        });
-        match decision {
-            Ok(forward) => {
-                ctx.forward = Some(forward);
-                Ok(false)
-            }
-            Err(refusal) => {
-                let key = req
-                    .headers
-                    .get("sec-websocket-key")
-                    .and_then(|k| k.to_str().ok())
-                    .map(str::to_string);
-                match key {
-                    Some(key) if websocket => respond_websocket(session, &key, &refusal).await?,
-                    _ => respond(session, &refusal).await?,
-                }
-                ctx.refusal = Some(refusal);
-                Ok(true)
-            }
+        let admitted = self.admit(&forward, method.as_str(), client_ip, ctx).await;
+        ctx.forward = Some(forward);
+        match admitted {
+            Ok(()) => Ok(false),
+            Err(refusal) => self.refuse(session, ctx, refusal, websocket).await,
         }
     }
 
@@ -230,6 +431,45 @@ impl ProxyHttp for GatewayProxy {
             upstream.insert_header("x-forwarded-for", ip_header(ip))?;
         }
         upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_status = Some(upstream_response.status.as_u16());
+        ctx.upstream_latency = ctx.upstream_started.map(|t| t.elapsed());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(b) = body {
+            ctx.bytes_in += b.len() as u64;
+            if ctx.forward.as_ref().is_some_and(|f| f.websocket) {
+                ctx.frames_in.advance(b);
+            }
+        }
         Ok(())
     }
 
@@ -249,6 +489,9 @@ impl ProxyHttp for GatewayProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(b) = body.as_ref() {
+            ctx.bytes_out += b.len() as u64;
+        }
         let Some(f) = &ctx.forward else {
             return Ok(None);
         };
@@ -322,17 +565,19 @@ impl ProxyHttp for GatewayProxy {
             _ => refusal,
         };
         if session.response_written().is_none() {
-            if let Err(err) = respond(session, &refusal).await {
-                tracing::debug!(error = %err, "could not send the error response");
+            if let Err(err) = respond(session, &refusal, &ctx.request_id).await {
+                tracing::debug!(request_id = %ctx.request_id, error = %err, "could not send the error response");
             }
         }
         if matches!(refusal, Refusal::Internal) {
-            tracing::error!(error = %e, "request failed inside the gateway");
+            tracing::error!(request_id = %ctx.request_id, error = %e, "request failed inside the gateway");
         } else {
-            tracing::warn!(error = %e, status = refusal.status(), "upstream request failed");
+            tracing::warn!(request_id = %ctx.request_id, error = %e, status = refusal.status(), "upstream request failed");
         }
+        let status = refusal.status();
+        ctx.refusal = Some(refusal);
         FailToProxy {
-            error_code: refusal.status(),
+            error_code: status,
             can_reuse_downstream: false,
         }
     }
@@ -341,23 +586,20 @@ impl ProxyHttp for GatewayProxy {
     /// is the request line with the query, which carries session tokens
     /// (`authorization=`) and, after the swap, minted Stream tokens: log the
     /// method and path only.
-    fn request_summary(&self, session: &Session, _ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
         let req = session.req_header();
-        format!("{} {}", req.method, req.uri.path())
+        format!(
+            "{} {} (request id {})",
+            req.method,
+            req.uri.path(),
+            ctx.request_id
+        )
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let (tenant, operation) = match &ctx.forward {
-            Some(f) => (f.tenant.id.as_str(), f.operation.as_str()),
-            None => ("-", "-"),
-        };
-        tracing::debug!(
-            tenant,
-            operation,
-            status,
-            refusal = ctx.refusal.as_ref().map(|r| r.code()),
-            "request done"
-        );
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(e) = e.filter(|_| ctx.refusal.is_none() && !ctx.expiry_closed) {
+            tracing::debug!(request_id = %ctx.request_id, error = %e, "request ended with an error");
+        }
+        self.record(session, e, ctx).await;
     }
 }

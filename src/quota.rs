@@ -117,6 +117,7 @@ impl SharedQuotas {
                 })
             }
             Err(why) => {
+                crate::metrics::redis_error("quota");
                 if !self.down.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %why, on_redis_error = ?self.on_error, "redis unavailable for shared quotas");
                 }

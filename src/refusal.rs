@@ -179,6 +179,61 @@ impl Refusal {
         }
     }
 
+    /// The audit/metrics `decision` of a request refused this way.
+    pub fn decision(&self) -> &'static str {
+        match self {
+            Refusal::ServerRoute => "refused_server_route",
+            Refusal::UnknownRoute => "refused_unknown_route",
+            Refusal::UnknownApiKey
+            | Refusal::MissingCredential
+            | Refusal::AnonymousNotAllowed
+            | Refusal::AnonymousRouteNotAllowed
+            | Refusal::SessionExpired
+            | Refusal::SessionNotYetValid
+            | Refusal::SessionIssuedInFuture
+            | Refusal::BadSignature
+            | Refusal::InvalidSession(_)
+            | Refusal::SessionUnavailable
+            | Refusal::OriginNotAllowed
+            | Refusal::IdentityMismatch => "unauthenticated",
+            Refusal::RateLimited(_) | Refusal::TooManyConnections => "rate_limited",
+            Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable => "quota_exceeded",
+            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => {
+                "bad_request"
+            }
+            Refusal::UpstreamUnavailable | Refusal::UpstreamTimeout => "upstream_error",
+            Refusal::Internal => "internal_error",
+        }
+    }
+
+    /// Why a session was not accepted, as a bounded metric label; `None`
+    /// for refusals that are not about the session.
+    pub fn session_failure(&self) -> Option<&'static str> {
+        Some(match self {
+            Refusal::MissingCredential => "missing",
+            Refusal::AnonymousNotAllowed => "anonymous_not_allowed",
+            Refusal::SessionExpired => "expired",
+            Refusal::SessionNotYetValid => "not_yet_valid",
+            Refusal::SessionIssuedInFuture => "issued_in_future",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::SessionUnavailable => "source_unavailable",
+            Refusal::OriginNotAllowed => "origin_not_allowed",
+            Refusal::InvalidSession(why) => match *why {
+                "malformed token" => "malformed",
+                "algorithm not allowed" => "algorithm_not_allowed",
+                "wrong issuer" => "wrong_issuer",
+                "wrong audience" => "wrong_audience",
+                "missing exp claim" => "missing_exp",
+                "missing user id claim" => "missing_user_id",
+                "user id not allowed by Stream" => "invalid_user_id",
+                "session is for another app" => "wrong_tenant",
+                "session revoked" => "revoked",
+                _ => "invalid",
+            },
+            _ => return None,
+        })
+    }
+
     /// The JSON body in Stream's `APIError` shape.
     pub fn body(&self) -> Bytes {
         let message = self.message();
@@ -234,7 +289,10 @@ mod tests {
             Refusal::RateLimited(crate::limits::Limited {
                 limit: 1,
                 retry_after_secs: 1,
+                which: "per_user",
             }),
+            Refusal::SessionUnavailable,
+            Refusal::OriginNotAllowed,
             Refusal::BadPath("x".into()),
             Refusal::BadRequest("x"),
             Refusal::UpstreamUnavailable,

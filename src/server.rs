@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::audit::{self, AuditLog, AuditWriter};
 use crate::config::Settings;
 use crate::exchange::Exchange;
 use crate::proxy::GatewayProxy;
@@ -110,6 +111,23 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         ));
     }
     let admin_tenants = Arc::clone(&tenants);
+    let audit = match settings.audit.clone() {
+        Some(a) => {
+            let (log, writer) = audit::channel(a, redis.clone());
+            server.add_service(background_service(
+                "audit writer",
+                AuditWriterService(std::sync::Mutex::new(Some(writer))),
+            ));
+            Some(Arc::new(log))
+        }
+        None => None,
+    };
+    server.add_service(background_service(
+        "signals",
+        Signals {
+            audit: audit.clone(),
+        },
+    ));
     let gateway = GatewayProxy {
         exchange: Exchange {
             tenants,
@@ -119,6 +137,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         upstream: Arc::clone(&upstream),
         quotas,
         sockets,
+        audit,
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -240,6 +259,9 @@ impl pingora::services::background::BackgroundService for RevocationPoller {
                     }),
                 Err(e) => Err(e),
             };
+            if result.is_err() {
+                crate::metrics::redis_error("revocation");
+            }
             match result {
                 Ok(()) if failing => {
                     failing = false;
@@ -270,6 +292,51 @@ impl pingora::services::background::BackgroundService for JwksRefresh {
         tokio::select! {
             _ = shutdown.changed() => {}
             _ = self.0.run() => {}
+        }
+    }
+}
+
+/// Runs the audit writer. It does not stop at the shutdown signal: requests
+/// finishing during the grace period still write their records; it ends
+/// with the process.
+struct AuditWriterService(std::sync::Mutex<Option<AuditWriter>>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AuditWriterService {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        let writer = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            writer.run().await;
+        }
+    }
+}
+
+/// SIGHUP: reopen the audit file (after logrotate moved it).
+struct Signals {
+    audit: Option<Arc<AuditLog>>,
+}
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for Signals {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reopening the audit file");
+                    if let Some(a) = &self.audit {
+                        a.reopen();
+                    }
+                }
+            }
         }
     }
 }

@@ -52,9 +52,21 @@ pub struct TokenMinter {
     header: Header,
     ttl: u64,
     cache: moka::sync::Cache<String, Arc<Minted>, ahash::RandomState>,
+    /// (mints, cache hits) of the tenant, when counted in metrics.
+    counters: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
 
 impl TokenMinter {
+    /// Counts mints and cache hits under `tenant` in the metrics.
+    pub fn counted(mut self, tenant: &str) -> TokenMinter {
+        let m = crate::metrics::get();
+        self.counters = Some((
+            m.token_mints.with_label_values(&[tenant]),
+            m.token_cache_hits.with_label_values(&[tenant]),
+        ));
+        self
+    }
+
     pub fn new(secret: &Secret, ttl: Duration, capacity: u64) -> TokenMinter {
         TokenMinter {
             key: EncodingKey::from_secret(secret.expose()),
@@ -64,6 +76,7 @@ impl TokenMinter {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build_with_hasher(ahash::RandomState::new()),
+            counters: None,
         }
     }
 
@@ -71,10 +84,16 @@ impl TokenMinter {
     pub fn token_for(&self, user_id: &str, now: u64) -> Result<Arc<Minted>, MintError> {
         if let Some(t) = self.cache.get(user_id) {
             if now < t.refresh_at {
+                if let Some((_, hits)) = &self.counters {
+                    hits.inc();
+                }
                 return Ok(t);
             }
         }
         let minted = Arc::new(self.mint(user_id, now)?);
+        if let Some((mints, _)) = &self.counters {
+            mints.inc();
+        }
         self.cache.insert(user_id.to_string(), Arc::clone(&minted));
         Ok(minted)
     }

@@ -63,7 +63,8 @@ impl Tenants {
                     }
                 };
                 let tenant = Tenant {
-                    minter: TokenMinter::new(&t.api_secret, t.stream_token_ttl, t.token_cache_size),
+                    minter: TokenMinter::new(&t.api_secret, t.stream_token_ttl, t.token_cache_size)
+                        .counted(&t.id),
                     connections: ConnectionLimits::new(
                         t.max_connections_per_user,
                         t.max_connections,

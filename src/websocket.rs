@@ -164,15 +164,18 @@ mod tests {
     }
 }
 
-/// Follows frame boundaries in the server-to-client byte stream (unmasked
-/// frames), so the gateway can insert its own frames between Stream's
-/// without cutting one in half.
+/// Follows frame boundaries in a websocket byte stream (either direction;
+/// client frames are masked), so the gateway can insert its own frames
+/// between Stream's without cutting one in half, and count frames for the
+/// audit record.
 #[derive(Debug, Default)]
 pub struct FrameTracker {
     /// Payload bytes of the current frame still to come.
     remaining: u64,
     /// A frame header split across chunks.
     header: Vec<u8>,
+    /// Frames whose header has been seen.
+    frames: u64,
 }
 
 impl FrameTracker {
@@ -223,7 +226,13 @@ impl FrameTracker {
                 n => u64::from(n),
             };
             self.header.clear();
+            self.frames += 1;
         }
+    }
+
+    /// Frames seen so far (counted when their header is complete).
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 }
 

@@ -182,7 +182,7 @@ async fn admin_unknown_path_is_404_and_other_methods_are_405() {
     let gw = Gateway::start(&config(&format!("http://{}", free_addr()), "1s", "1s"));
     let admin = gw.admin_url();
 
-    for path in ["/nope", "/metrics", "/healthz/extra"] {
+    for path in ["/nope", "/metrics/extra", "/healthz/extra"] {
         let resp = client()
             .get(format!("{admin}{path}"))
             .send()

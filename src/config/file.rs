@@ -36,6 +36,8 @@ pub struct FileConfig {
     pub tenants: Vec<TenantSection>,
     pub redis: Option<RedisSection>,
     pub audit: Option<AuditSection>,
+    #[serde(default)]
+    pub log: LogSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,5 +237,18 @@ pub struct RedisSection {
 pub struct AuditSection {
     pub sink: String,
     pub path: Option<String>,
+    pub max_file_bytes: Option<u64>,
+    pub keep_files: Option<u32>,
     pub stream: Option<String>,
+    pub stream_maxlen: Option<u64>,
+    pub queue_size: Option<usize>,
+    pub on_full: Option<String>,
+    pub batch: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    pub format: Option<String>,
+    pub level: Option<String>,
 }

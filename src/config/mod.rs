@@ -24,6 +24,8 @@ pub struct Settings {
     pub policy: Policy,
     pub tenants: Vec<TenantSettings>,
     pub redis: Option<RedisSettings>,
+    pub audit: Option<crate::audit::AuditSettings>,
+    pub log: LogSettings,
     /// Things that parsed but that this build does not enforce yet; printed by
     /// `check` and logged at start so nobody believes they are active.
     pub notices: Vec<String>,
@@ -38,6 +40,15 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
+}
+
+/// `[log]`: how the gateway's own log lines (stderr) look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub json: bool,
+    /// A tracing filter (`info`, `stream_gateway=debug,info`); `RUST_LOG`
+    /// wins when set.
+    pub level: String,
 }
 
 pub struct RedisSettings {

@@ -29,7 +29,7 @@ impl Problems {
 
 pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, ConfigErrors> {
     let mut p = Problems(Vec::new());
-    let mut notices = Vec::new();
+    let notices = Vec::new();
 
     let server = server(&raw.server, &mut p);
     let upstream = upstream(&raw.upstream, &mut p);
@@ -76,16 +76,11 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
         }
     }
     let redis = raw.redis.as_ref().and_then(|r| limits::redis(r, &mut p));
-    if let Some(a) = &raw.audit {
-        match a.sink.as_str() {
-            "stdout" | "file" | "redis" => {}
-            _ => p.add("audit.sink: must be \"stdout\", \"file\" or \"redis\""),
-        }
-        notices.push(
-            "audit: parsed but not written by this version (audit records are not implemented yet)"
-                .into(),
-        );
-    }
+    let audit = raw
+        .audit
+        .as_ref()
+        .and_then(|a| limits::audit(a, raw.redis.is_some(), base_dir, &mut p));
+    let log = limits::log(&raw.log, &mut p);
 
     match (server, upstream, policy) {
         (Some(server), Some(upstream), Some(policy)) if p.0.is_empty() => Ok(Settings {
@@ -94,6 +89,8 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
             policy,
             tenants,
             redis,
+            audit,
+            log,
             notices,
         }),
         _ => Err(ConfigErrors(p.0)),

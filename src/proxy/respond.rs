@@ -40,8 +40,10 @@ pub(super) async fn respond_websocket(
     session: &mut Session,
     key: &str,
     refusal: &Refusal,
+    request_id: &str,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(101, Some(3))?;
+    let mut resp = ResponseHeader::build(101, Some(4))?;
+    resp.insert_header("x-request-id", request_id)?;
     resp.insert_header("upgrade", "websocket")?;
     resp.insert_header("connection", "Upgrade")?;
     resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
@@ -53,9 +55,14 @@ pub(super) async fn respond_websocket(
 }
 
 /// Writes a refusal in Stream's error shape.
-pub(super) async fn respond(session: &mut Session, refusal: &Refusal) -> Result<()> {
+pub(super) async fn respond(
+    session: &mut Session,
+    refusal: &Refusal,
+    request_id: &str,
+) -> Result<()> {
     let body: Bytes = refusal.body();
-    let mut resp = ResponseHeader::build(refusal.status(), Some(2))?;
+    let mut resp = ResponseHeader::build(refusal.status(), Some(3))?;
+    resp.insert_header("x-request-id", request_id)?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     let rate_limit = match refusal {

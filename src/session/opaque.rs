@@ -111,6 +111,7 @@ impl OpaqueSessions {
             })
             .await
             .map_err(|why| {
+                crate::metrics::redis_error("session");
                 tracing::warn!(error = %why, "redis unavailable for session lookups");
                 SessionError::Unavailable
             })?;

@@ -1,10 +1,12 @@
-//! Validation of `[tenants.limits]` rates and routes, and of `[redis]`.
+//! Validation of `[tenants.limits]` rates and routes, and of the process
+//! sections `[redis]`, `[audit]` and `[log]`.
 
 use std::str::FromStr;
 
 use super::super::file;
-use super::super::RedisSettings;
+use super::super::{LogSettings, RedisSettings};
 use super::Problems;
+use crate::audit::{AuditSettings, OnFull, Sink};
 use crate::policy::{Policy, Rule};
 
 pub(super) fn redis(r: &file::RedisSection, p: &mut Problems) -> Option<RedisSettings> {
@@ -113,4 +115,94 @@ pub(crate) fn parse_rate(s: &str) -> Result<(u32, u64), String> {
         _ => return Err(format!("\"{s}\": the unit must be s, min or h")),
     };
     Ok((n, secs))
+}
+
+pub(super) fn audit(
+    a: &file::AuditSection,
+    has_redis: bool,
+    base_dir: &std::path::Path,
+    p: &mut Problems,
+) -> Option<AuditSettings> {
+    let before = p.0.len();
+    let only = |key: &str, set: bool, sink: &str, p: &mut Problems| {
+        if set && a.sink != sink {
+            p.add(format!("audit.{key}: only used with sink = \"{sink}\""));
+        }
+    };
+    only("path", a.path.is_some(), "file", p);
+    only("max_file_bytes", a.max_file_bytes.is_some(), "file", p);
+    only("keep_files", a.keep_files.is_some(), "file", p);
+    only("stream", a.stream.is_some(), "redis", p);
+    only("stream_maxlen", a.stream_maxlen.is_some(), "redis", p);
+    let sink = match a.sink.as_str() {
+        "stdout" => Some(Sink::Stdout),
+        "file" => match a.path.as_deref() {
+            Some(path) if !path.is_empty() => Some(Sink::File {
+                path: base_dir.join(path),
+                max_bytes: a.max_file_bytes.unwrap_or(100 * 1024 * 1024),
+                keep: a.keep_files.unwrap_or(5),
+            }),
+            _ => {
+                p.add("audit.path: required with sink = \"file\"");
+                None
+            }
+        },
+        "redis" => {
+            if !has_redis {
+                p.add("audit.sink: \"redis\" needs a [redis] section");
+            }
+            Some(Sink::Redis {
+                stream: a
+                    .stream
+                    .clone()
+                    .unwrap_or_else(|| "stream-gateway:audit".into()),
+                maxlen: a.stream_maxlen.unwrap_or(1_000_000),
+            })
+        }
+        _ => {
+            p.add("audit.sink: must be \"stdout\", \"file\" or \"redis\"");
+            None
+        }
+    };
+    let on_full = match a.on_full.as_deref() {
+        None | Some("drop") => OnFull::Drop,
+        Some("block") => OnFull::Block,
+        Some(_) => {
+            p.add("audit.on_full: must be \"drop\" or \"block\"");
+            OnFull::Drop
+        }
+    };
+    let queue_size = a.queue_size.unwrap_or(10_000);
+    if queue_size == 0 {
+        p.add("audit.queue_size: must be at least 1");
+    }
+    let batch = a.batch.unwrap_or(100);
+    if batch == 0 {
+        p.add("audit.batch: must be at least 1");
+    }
+    if p.0.len() != before {
+        return None;
+    }
+    Some(AuditSettings {
+        sink: sink?,
+        queue_size,
+        on_full,
+        batch,
+    })
+}
+
+pub(super) fn log(l: &file::LogSection, p: &mut Problems) -> LogSettings {
+    let json = match l.format.as_deref() {
+        None | Some("pretty") => false,
+        Some("json") => true,
+        Some(_) => {
+            p.add("log.format: must be \"json\" or \"pretty\"");
+            false
+        }
+    };
+    let level = l.level.clone().unwrap_or_else(|| "info".into());
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        p.add("log.level: not a level or tracing filter (e.g. \"info\", \"stream_gateway=debug,info\")");
+    }
+    LogSettings { json, level }
 }

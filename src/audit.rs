@@ -1,0 +1,459 @@
+//! The audit log: one JSON record per request, and one per websocket session
+//! when it closes. Never a token, a cookie, a secret or a body: the record is
+//! built from the gateway's own decision (tenant, user id, route template,
+//! operation), not from the request text.
+//!
+//! Records leave the request path through a bounded queue; one writer task
+//! drains it into the sink (`stdout`, `file` with reopen on SIGHUP and size
+//! rotation, or a Redis Stream with `XADD ... MAXLEN ~`, batched). When the
+//! queue is full, `on_full` decides: `drop` (counted in
+//! `stream_gateway_audit_dropped_total`) or `block`: a REST request takes
+//! its place in the queue before it is forwarded and waits for room, so no
+//! request goes through unaudited, at the price of latency (a websocket
+//! session's record waits for room when the socket closes, so long-lived
+//! sockets never hold places). With `block`, a failing Redis batch is
+//! retried until it is written; with `drop`, it is dropped and counted.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics;
+use crate::redis_conn::Redis;
+
+/// One audited request or websocket session.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Record {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `request` or `websocket`.
+    pub kind: &'static str,
+    pub request_id: String,
+    pub tenant: Option<String>,
+    pub user_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub method: String,
+    /// Route template from the route table (`/channels/{type}/{id}/message`).
+    pub route: Option<String>,
+    /// Operation name from the route table (`SendMessage`).
+    pub operation: Option<String>,
+    pub decision: &'static str,
+    /// Stream error code of the gateway's refusal.
+    pub code: Option<i32>,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_out: Option<u64>,
+}
+
+/// When the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFull {
+    Drop,
+    Block,
+}
+
+/// Where records go, validated by config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    Stdout,
+    File {
+        path: PathBuf,
+        /// Rotate when the file would grow past this (0: never).
+        max_bytes: u64,
+        /// Rotated files kept (`path.1` .. `path.N`).
+        keep: u32,
+    },
+    Redis {
+        stream: String,
+        maxlen: u64,
+    },
+}
+
+impl Sink {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Sink::Stdout => "stdout",
+            Sink::File { .. } => "file",
+            Sink::Redis { .. } => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    pub sink: Sink,
+    pub queue_size: usize,
+    pub on_full: OnFull,
+    /// Most records written in one go (one `XADD` pipeline for Redis).
+    pub batch: usize,
+}
+
+/// The request side: enqueue records.
+pub struct AuditLog {
+    tx: mpsc::Sender<Record>,
+    on_full: OnFull,
+    sink: &'static str,
+    reopen: Arc<Notify>,
+}
+
+/// The writer side, run as a background task.
+pub struct AuditWriter {
+    rx: mpsc::Receiver<Record>,
+    settings: AuditSettings,
+    redis: Option<Arc<Redis>>,
+    reopen: Arc<Notify>,
+}
+
+/// A log and its writer. `redis` is needed for the Redis sink (config
+/// validation guarantees it).
+pub fn channel(settings: AuditSettings, redis: Option<Arc<Redis>>) -> (AuditLog, AuditWriter) {
+    let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
+    let reopen = Arc::new(Notify::new());
+    (
+        AuditLog {
+            tx,
+            on_full: settings.on_full,
+            sink: settings.sink.name(),
+            reopen: Arc::clone(&reopen),
+        },
+        AuditWriter {
+            rx,
+            settings,
+            redis,
+            reopen,
+        },
+    )
+}
+
+impl AuditLog {
+    /// Queues a record; with `block`, waits for room.
+    pub async fn write(&self, record: Record) {
+        match self.on_full {
+            OnFull::Drop => {
+                if self.tx.try_send(record).is_err() {
+                    metrics::get()
+                        .audit_dropped
+                        .with_label_values(&[self.sink])
+                        .inc();
+                }
+            }
+            OnFull::Block => {
+                if self.tx.send(record).await.is_err() {
+                    metrics::get()
+                        .audit_dropped
+                        .with_label_values(&[self.sink])
+                        .inc();
+                }
+            }
+        }
+    }
+
+    /// With `block`: waits for room for one record and holds it, so a
+    /// request is not forwarded until its record is sure to fit (`None`
+    /// with `drop`, or when the writer is gone).
+    pub async fn reserve(&self) -> Option<mpsc::OwnedPermit<Record>> {
+        match self.on_full {
+            OnFull::Block => self.tx.clone().reserve_owned().await.ok(),
+            OnFull::Drop => None,
+        }
+    }
+
+    /// Sends a record into a place taken by [`AuditLog::reserve`].
+    pub fn write_reserved(&self, permit: mpsc::OwnedPermit<Record>, record: Record) {
+        permit.send(record);
+    }
+
+    /// Asks the writer to reopen its file (SIGHUP, after logrotate).
+    pub fn reopen(&self) {
+        self.reopen.notify_one();
+    }
+}
+
+impl AuditWriter {
+    /// Drains the queue until every sender is gone.
+    pub async fn run(mut self) {
+        let mut file = match &self.settings.sink {
+            Sink::File { path, .. } => open(path),
+            _ => None,
+        };
+        let mut batch: Vec<Record> = Vec::with_capacity(self.settings.batch);
+        loop {
+            tokio::select! {
+                n = self.rx.recv_many(&mut batch, self.settings.batch) => {
+                    if n == 0 {
+                        return;
+                    }
+                }
+                _ = self.reopen.notified() => {
+                    if let Sink::File { path, .. } = &self.settings.sink {
+                        file = open(path);
+                        tracing::info!(path = %path.display(), "audit file reopened");
+                    }
+                    continue;
+                }
+            }
+            let written = match &self.settings.sink {
+                Sink::Stdout => write_lines(&mut std::io::stdout().lock(), &batch),
+                Sink::File {
+                    path,
+                    max_bytes,
+                    keep,
+                } => write_file(&mut file, path, *max_bytes, *keep, &batch),
+                Sink::Redis { stream, maxlen } => self.write_redis(stream, *maxlen, &batch).await,
+            };
+            let sink = self.settings.sink.name();
+            let m = metrics::get();
+            if written {
+                m.audit_records
+                    .with_label_values(&[sink])
+                    .inc_by(batch.len() as u64);
+            } else {
+                m.audit_dropped
+                    .with_label_values(&[sink])
+                    .inc_by(batch.len() as u64);
+            }
+            batch.clear();
+        }
+    }
+
+    /// One pipeline of `XADD stream MAXLEN ~ n * record <json>` per batch.
+    /// With `block`, retries until Redis takes it.
+    async fn write_redis(&self, stream: &str, maxlen: u64, batch: &[Record]) -> bool {
+        let Some(redis) = &self.redis else {
+            return false;
+        };
+        let mut pipe = redis::pipe();
+        for r in batch {
+            let json = serde_json::to_string(r).unwrap_or_default();
+            pipe.cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(maxlen)
+                .arg("*")
+                .arg("record")
+                .arg(json)
+                .ignore();
+        }
+        let mut logged = false;
+        loop {
+            let p = pipe.clone();
+            match redis
+                .call(|mut conn| async move { p.query_async::<()>(&mut conn).await })
+                .await
+            {
+                Ok(()) => return true,
+                Err(e) => {
+                    metrics::redis_error("audit");
+                    if !logged {
+                        tracing::warn!(error = %e, records = batch.len(), on_full = ?self.settings.on_full, "audit records not written to redis");
+                        logged = true;
+                    }
+                    if self.settings.on_full == OnFull::Drop {
+                        return false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+fn open(path: &std::path::Path) -> Option<std::fs::File> {
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the audit file");
+            None
+        }
+    }
+}
+
+fn write_lines(w: &mut impl Write, batch: &[Record]) -> bool {
+    let mut buf = Vec::with_capacity(batch.len() * 400);
+    for r in batch {
+        if serde_json::to_writer(&mut buf, r).is_err() {
+            return false;
+        }
+        buf.push(b'\n');
+    }
+    w.write_all(&buf).and_then(|()| w.flush()).is_ok()
+}
+
+fn write_file(
+    file: &mut Option<std::fs::File>,
+    path: &std::path::Path,
+    max_bytes: u64,
+    keep: u32,
+    batch: &[Record],
+) -> bool {
+    if file.is_none() {
+        *file = open(path);
+    }
+    let Some(f) = file.as_mut() else {
+        return false;
+    };
+    if max_bytes > 0 && f.metadata().map(|m| m.len()).unwrap_or(0) >= max_bytes {
+        rotate(path, keep);
+        *file = open(path);
+    }
+    match file.as_mut() {
+        Some(f) => write_lines(f, batch),
+        None => false,
+    }
+}
+
+/// `path` -> `path.1` -> ... -> `path.keep` (the oldest is removed).
+fn rotate(path: &std::path::Path, keep: u32) {
+    let numbered = |n: u32| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{n}"));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for n in (1..keep).rev() {
+        let _ = std::fs::rename(numbered(n), numbered(n + 1));
+    }
+    if let Err(e) = std::fs::rename(path, numbered(1)) {
+        tracing::error!(path = %path.display(), error = %e, "cannot rotate the audit file");
+    }
+}
+
+/// Now, as the audit record's `time`.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(i: u64) -> Record {
+        Record {
+            time: now_rfc3339(),
+            kind: "request",
+            request_id: format!("r{i}"),
+            tenant: Some("acme".into()),
+            user_id: Some("alice".into()),
+            client_ip: Some("127.0.0.1".into()),
+            method: "GET".into(),
+            route: Some("/app".into()),
+            operation: Some("GetApp".into()),
+            decision: "forwarded",
+            code: None,
+            status: 200,
+            upstream_status: Some(200),
+            latency_ms: 1.5,
+            bytes_in: 0,
+            bytes_out: 10,
+            duration_ms: None,
+            frames_in: None,
+            frames_out: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn file_sink_rotates_by_size_and_reopens_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let settings = AuditSettings {
+            sink: Sink::File {
+                path: path.clone(),
+                max_bytes: 1_000,
+                keep: 2,
+            },
+            queue_size: 100,
+            on_full: OnFull::Block,
+            batch: 1,
+        };
+        let (log, writer) = channel(settings, None);
+        let task = tokio::spawn(writer.run());
+        for i in 0..40 {
+            log.write(record(i)).await;
+        }
+        // Moved away (as logrotate does), then reopened on request.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::rename(&path, dir.path().join("moved.log")).unwrap();
+        log.reopen();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.write(record(99)).await;
+        drop(log);
+        task.await.unwrap();
+        let current = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(current.lines().count(), 1, "{current}");
+        assert!(current.contains("\"request_id\":\"r99\""));
+        let one = std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap();
+        assert!(
+            one.len() as u64 <= 1_000 + 400,
+            "rotated at about max_bytes"
+        );
+        assert!(dir.path().join("audit.log.2").exists());
+        assert!(!dir.path().join("audit.log.3").exists(), "keep = 2");
+        for line in one.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["decision"], "forwarded");
+            assert!(
+                v.get("frames_in").is_none(),
+                "socket fields only for sockets"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts_with_drop() {
+        let settings = AuditSettings {
+            sink: Sink::Stdout,
+            queue_size: 2,
+            on_full: OnFull::Drop,
+            batch: 10,
+        };
+        // No writer running: the queue fills after two records.
+        let (log, _writer) = channel(settings, None);
+        let before = metrics::get()
+            .audit_dropped
+            .with_label_values(&["stdout"])
+            .get();
+        for i in 0..5 {
+            log.write(record(i)).await;
+        }
+        let after = metrics::get()
+            .audit_dropped
+            .with_label_values(&["stdout"])
+            .get();
+        assert_eq!(after - before, 3);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_blocks_with_block() {
+        let settings = AuditSettings {
+            sink: Sink::Stdout,
+            queue_size: 1,
+            on_full: OnFull::Block,
+            batch: 10,
+        };
+        let (log, _writer) = channel(settings, None);
+        log.write(record(1)).await;
+        let second = tokio::time::timeout(Duration::from_millis(200), log.write(record(2))).await;
+        assert!(second.is_err(), "the second write must wait for room");
+    }
+}
