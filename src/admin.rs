@@ -4,7 +4,6 @@
 //! arrives with the metrics work.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,13 +11,13 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::tenant::Tenants;
+use crate::exchange::SharedRouting;
 
 pub struct Admin {
     /// The client-facing listener, probed by `/readyz`.
     pub listen: SocketAddr,
     /// Tenants whose session sources must be ready (JWKS loaded).
-    pub tenants: Arc<Tenants>,
+    pub routing: SharedRouting,
 }
 
 fn json(status: u16, body: &str) -> Response<Vec<u8>> {
@@ -34,7 +33,7 @@ impl Admin {
     /// JWKS verifiers count their own fetches; bring the metric up to date.
     fn sync_jwks_counts(&self) {
         let m = &crate::metrics::get().jwks_refreshes;
-        for t in self.tenants.iter() {
+        for t in self.routing.load().tenants.iter() {
             if let Some(crate::session::SessionSource::Jwks(j)) = &t.session {
                 let (ok, err) = j.verifier.refresh_counts();
                 for (result, now) in [("ok", ok), ("error", err)] {
@@ -66,7 +65,8 @@ impl ServeHttp for Admin {
                     .unwrap_or_else(|_| Response::new(Vec::new()))
             }
             "/readyz" => {
-                let mut waiting: Vec<&str> = self
+                let routing = self.routing.load();
+                let mut waiting: Vec<&str> = routing
                     .tenants
                     .iter()
                     .filter(|t| t.session.as_ref().is_some_and(|s| !s.is_ready()))

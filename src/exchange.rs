@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use http::HeaderMap;
 
 use crate::credential::{self, Credential};
@@ -59,20 +60,37 @@ pub enum ForwardAuth {
     Anonymous,
 }
 
-pub struct Exchange {
-    pub tenants: Arc<Tenants>,
+/// What a config reload replaces as one unit: the tenants (keys, sessions,
+/// limits, quotas) and the route policy (overrides).
+pub struct Routing {
+    pub tenants: Tenants,
     pub policy: Policy,
+}
+
+/// The live [`Routing`], swapped whole by a reload; each request works with
+/// the one it loaded first.
+pub type SharedRouting = Arc<ArcSwap<Routing>>;
+
+pub struct Exchange {
+    pub routing: SharedRouting,
     /// Revoked users and sessions, checked on every request.
     pub revocations: Arc<Revocations>,
 }
 
 impl Exchange {
+    pub fn new(tenants: Tenants, policy: Policy, revocations: Arc<Revocations>) -> Exchange {
+        Exchange {
+            routing: Arc::new(ArcSwap::from_pointee(Routing { tenants, policy })),
+            revocations,
+        }
+    }
+
     /// The tenant a raw query's `api_key` names, if any (for the audit
     /// record of a refused request).
     pub fn tenant_of(&self, raw_query: Option<&str>) -> Option<Arc<Tenant>> {
         let pairs = query::parse(raw_query.unwrap_or("")).ok()?;
         let key = pairs.iter().find(|p| is_key(p, "api_key"))?;
-        self.tenants.by_api_key(&key.value).cloned()
+        self.routing.load().tenants.by_api_key(&key.value).cloned()
     }
 
     /// `websocket`: the request asks for a websocket upgrade.
@@ -85,6 +103,7 @@ impl Exchange {
         websocket: bool,
         now: u64,
     ) -> Result<Forward, Refusal> {
+        let routing = self.routing.load_full();
         let pairs = query::parse(raw_query.unwrap_or("")).map_err(Refusal::BadRequest)?;
 
         let mut api_key: Option<&str> = None;
@@ -97,7 +116,7 @@ impl Exchange {
             }
         }
         let tenant = api_key
-            .and_then(|k| self.tenants.by_api_key(k))
+            .and_then(|k| routing.tenants.by_api_key(k))
             .ok_or(Refusal::UnknownApiKey)?;
 
         let mut credential = credential::extract(headers, &pairs)?;
@@ -125,7 +144,7 @@ impl Exchange {
             Credential::Missing => return Err(Refusal::MissingCredential),
         };
 
-        let (path, operation, template) = match self.policy.decide(method, path) {
+        let (path, operation, template) = match routing.policy.decide(method, path) {
             Decision::Forward {
                 path,
                 operation,

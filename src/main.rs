@@ -81,10 +81,11 @@ fn main() -> ExitCode {
         Some(Command::Routes) => routes(cli.config),
         Some(Command::Revoke(args)) => revoke(cli.config, args),
         None => run(
-            cli.config,
+            cli.config.clone(),
             RunFlags {
                 upgrade: cli.upgrade,
                 daemon: cli.daemon,
+                config: cli.config,
             },
         ),
     }

@@ -130,13 +130,11 @@ impl GatewayProxy {
         if forward.websocket {
             ctx.connection = Some(tenant.connections.acquire(user)?);
             ctx.open_socket = Some(OpenSocketGauge::new(&tenant.id));
-            if let Some(s) = &forward.session {
-                ctx.socket = Some(self.sockets.register(
-                    &tenant.id,
-                    Arc::clone(s),
-                    tenant.close_on_session_expiry,
-                ));
-            }
+            ctx.socket = Some(self.sockets.register(
+                &tenant.id,
+                forward.session.clone(),
+                tenant.close_on_session_expiry,
+            ));
         }
         Ok(())
     }
@@ -184,6 +182,8 @@ impl GatewayProxy {
             None => {
                 let (route, operation) = match self
                     .exchange
+                    .routing
+                    .load()
                     .policy
                     .decide(req.method.as_str(), req.uri.path())
                 {
@@ -507,6 +507,18 @@ impl ProxyHttp for GatewayProxy {
             None => ctx.frames.at_boundary(),
         };
         let killed = ctx.socket.as_ref().and_then(|s| s.kill.reason());
+        if killed == Some(CloseReason::Shutdown) && end_of_stream {
+            // Going away: a close frame only, so the SDK reconnects.
+            let mut out = bytes::BytesMut::new();
+            if let Some(data) = body.as_ref() {
+                out.extend_from_slice(data);
+            }
+            if at_boundary {
+                out.extend_from_slice(&websocket::close_frame(1001));
+            }
+            *body = Some(out.freeze());
+            return Ok(None);
+        }
         let refusal = match killed {
             Some(CloseReason::Revoked) if end_of_stream => {
                 Some(Refusal::InvalidSession("session revoked"))

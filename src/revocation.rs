@@ -18,7 +18,8 @@
 //! round trip. When Redis fails the last loaded set stays in force.
 //!
 //! Open websockets are registered in a [`SocketRegistry`]; a sweep each
-//! second closes the ones whose session has been revoked or has expired.
+//! second closes the ones whose session has been revoked or has expired, and
+//! all of them are closed (1001) when the gateway shuts down.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -165,6 +166,8 @@ pub async fn write(
 pub enum CloseReason {
     Expired = 1,
     Revoked = 2,
+    /// The gateway is shutting down.
+    Shutdown = 3,
 }
 
 /// Closes one upstream websocket connection from outside its task: the
@@ -194,6 +197,7 @@ impl KillSwitch {
         match self.reason.load(Ordering::Relaxed) {
             1 => Some(CloseReason::Expired),
             2 => Some(CloseReason::Revoked),
+            3 => Some(CloseReason::Shutdown),
             _ => None,
         }
     }
@@ -211,12 +215,13 @@ impl KillSwitch {
 /// One open websocket, as the sweep sees it.
 struct OpenSocket {
     tenant: String,
-    session: Arc<Session>,
+    /// `None` for anonymous sockets (closed only at shutdown).
+    session: Option<Arc<Session>>,
     close_on_expiry: bool,
     kill: Arc<KillSwitch>,
 }
 
-/// Every open websocket of the process with a user session.
+/// Every open websocket of the process.
 #[derive(Default)]
 pub struct SocketRegistry {
     next: std::sync::atomic::AtomicU64,
@@ -249,7 +254,7 @@ impl SocketRegistry {
     pub fn register(
         self: &Arc<Self>,
         tenant: &str,
-        session: Arc<Session>,
+        session: Option<Arc<Session>>,
         close_on_expiry: bool,
     ) -> SocketEntry {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
@@ -284,9 +289,12 @@ impl SocketRegistry {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let mut fired = 0;
         for s in open.values().filter(|s| !s.kill.is_fired()) {
-            let reason = if revocations.check(&s.tenant, &s.session).is_err() {
+            let Some(session) = &s.session else {
+                continue;
+            };
+            let reason = if revocations.check(&s.tenant, session).is_err() {
                 Some(CloseReason::Revoked)
-            } else if s.close_on_expiry && now > s.session.expires_at {
+            } else if s.close_on_expiry && now > session.expires_at {
                 Some(CloseReason::Expired)
             } else {
                 None
@@ -295,6 +303,17 @@ impl SocketRegistry {
                 s.kill.fire(r);
                 fired += 1;
             }
+        }
+        fired
+    }
+
+    /// Closes every open socket (shutdown). Returns how many.
+    pub fn close_all(&self, reason: CloseReason) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fired = 0;
+        for s in open.values().filter(|s| !s.kill.is_fired()) {
+            s.kill.fire(reason);
+            fired += 1;
         }
         fired
     }
@@ -355,17 +374,21 @@ mod tests {
     fn sweep_fires_revoked_and_expired_sockets_once() {
         let reg = SocketRegistry::new();
         let r = revocations();
-        let bob = reg.register("acme", session("bob", Some(5), "a", 10_000), true);
-        let alice = reg.register("acme", session("alice", Some(5), "b", 100), true);
-        let keep = reg.register("acme", session("carol", Some(5), "c", 100), false);
+        let bob = reg.register("acme", Some(session("bob", Some(5), "a", 10_000)), true);
+        let alice = reg.register("acme", Some(session("alice", Some(5), "b", 100)), true);
+        let keep = reg.register("acme", Some(session("carol", Some(5), "c", 100)), false);
+        let anon = reg.register("acme", None, true);
         assert_eq!(reg.sweep(&r, 50), 1);
         assert_eq!(bob.kill.reason(), Some(CloseReason::Revoked));
         assert!(!alice.kill.is_fired());
         assert_eq!(reg.sweep(&r, 101), 1);
         assert_eq!(alice.kill.reason(), Some(CloseReason::Expired));
         assert!(!keep.kill.is_fired(), "close_on_expiry = false keeps it");
-        assert_eq!(reg.len(), 3);
+        assert!(!anon.kill.is_fired());
+        assert_eq!(reg.len(), 4);
         drop((bob, alice));
-        assert_eq!(reg.len(), 1);
+        assert_eq!(reg.len(), 2);
+        assert_eq!(reg.close_all(CloseReason::Shutdown), 2);
+        assert_eq!(anon.kill.reason(), Some(CloseReason::Shutdown));
     }
 }

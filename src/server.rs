@@ -14,11 +14,11 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::audit::{self, AuditLog, AuditWriter};
 use crate::config::Settings;
-use crate::exchange::Exchange;
+use crate::exchange::{Exchange, Routing, SharedRouting};
 use crate::proxy::GatewayProxy;
 use crate::quota::SharedQuotas;
 use crate::redis_conn::Redis;
-use crate::revocation::{Revocations, SocketRegistry};
+use crate::revocation::{CloseReason, Revocations, SocketRegistry};
 use crate::session::{JwksVerifier, SessionSource};
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
@@ -27,10 +27,12 @@ use crate::upstream::{Resolver, Upstream};
 pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
 /// Process-level flags shared with pingora.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct RunFlags {
     pub upgrade: bool,
     pub daemon: bool,
+    /// The config file, re-read on SIGHUP.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Builds the server; fails before anything binds.
@@ -70,24 +72,27 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         Some(r) => Some(Arc::new(Redis::new(&r.url, r.timeout)?)),
         None => None,
     };
-    let tenants = Arc::new(Tenants::new(settings.tenants, redis.as_ref())?);
+    let tenants = Tenants::new(settings.tenants, redis.as_ref())?;
     let quotas = match (&settings.redis, &redis) {
         (Some(r), Some(conn)) => Some(Arc::new(SharedQuotas::new(Arc::clone(conn), r.on_error))),
         _ => None,
     };
-    for t in tenants.iter() {
-        if let Some(SessionSource::Jwks(j)) = &t.session {
-            server.add_service(background_service(
-                &format!("jwks refresh ({})", t.id),
-                JwksRefresh(Arc::clone(&j.verifier)),
-            ));
-        }
-    }
+    let revocations = Arc::new(Revocations::new());
+    let exchange = Exchange::new(tenants, settings.policy, Arc::clone(&revocations));
+    let routing = Arc::clone(&exchange.routing);
+    let (generation, _) = tokio::sync::watch::channel(0u64);
+    let generation = Arc::new(generation);
+    server.add_service(background_service(
+        "jwks refresh",
+        JwksRefresher {
+            routing: Arc::clone(&routing),
+            generation: Arc::clone(&generation),
+        },
+    ));
     server.add_service(background_service(
         "rate limit pruner",
-        LimitPruner(Arc::clone(&tenants)),
+        LimitPruner(Arc::clone(&routing)),
     ));
-    let revocations = Arc::new(Revocations::new());
     let sockets = SocketRegistry::new();
     server.add_service(background_service(
         "socket sweep",
@@ -105,12 +110,11 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             RevocationPoller {
                 redis: Arc::clone(redis),
                 revocations: Arc::clone(&revocations),
-                tenants: tenants.iter().map(|t| t.id.clone()).collect(),
+                routing: Arc::clone(&routing),
                 every,
             },
         ));
     }
-    let admin_tenants = Arc::clone(&tenants);
     let audit = match settings.audit.clone() {
         Some(a) => {
             let (log, writer) = audit::channel(a, redis.clone());
@@ -126,14 +130,16 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         "signals",
         Signals {
             audit: audit.clone(),
+            reload: flags.config.clone().map(|path| Reload {
+                path,
+                routing: Arc::clone(&routing),
+                redis: redis.clone(),
+                generation: Arc::clone(&generation),
+            }),
         },
     ));
     let gateway = GatewayProxy {
-        exchange: Exchange {
-            tenants,
-            policy: settings.policy,
-            revocations,
-        },
+        exchange,
         upstream: Arc::clone(&upstream),
         quotas,
         sockets,
@@ -158,7 +164,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             "admin".to_string(),
             Admin {
                 listen: settings.server.listen,
-                tenants: Arc::clone(&admin_tenants),
+                routing: Arc::clone(&routing),
             },
         );
         admin.threads = Some(1);
@@ -171,7 +177,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
 
 /// Drops idle keys from the keyed rate limiters, so memory follows the set
 /// of recently active users and IPs rather than every one ever seen.
-struct LimitPruner(Arc<Tenants>);
+struct LimitPruner(SharedRouting);
 
 /// How often idle limiter keys are pruned.
 const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
@@ -183,7 +189,7 @@ impl pingora::services::background::BackgroundService for LimitPruner {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(PRUNE_EVERY) => {
-                    for t in self.0.iter() {
+                    for t in self.0.load().tenants.iter() {
                         t.limits.prune();
                     }
                 }
@@ -214,7 +220,11 @@ impl pingora::services::background::BackgroundService for SocketSweep {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         loop {
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    let n = self.sockets.close_all(CloseReason::Shutdown);
+                    tracing::info!(sockets = n, "shutting down: closing open websockets (1001)");
+                    return;
+                }
                 _ = tokio::time::sleep(SWEEP_EVERY) => {
                     let n = self.sockets.sweep(&self.revocations, unix_now());
                     if n > 0 {
@@ -230,16 +240,25 @@ impl pingora::services::background::BackgroundService for SocketSweep {
 struct RevocationPoller {
     redis: Arc<Redis>,
     revocations: Arc<Revocations>,
-    tenants: Vec<String>,
+    routing: SharedRouting,
     every: std::time::Duration,
 }
 
 #[async_trait::async_trait]
 impl pingora::services::background::BackgroundService for RevocationPoller {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let mut seen: Option<Option<String>> = None;
+        let mut seen: Option<(Option<String>, usize)> = None;
         let mut failing = false;
         loop {
+            // A reload can add tenants: their ids are part of what was seen.
+            let tenants: Vec<String> = self
+                .routing
+                .load()
+                .tenants
+                .iter()
+                .map(|t| t.id.clone())
+                .collect();
+            let key = Arc::as_ptr(&self.routing.load_full()) as usize;
             let version = self
                 .redis
                 .call(|mut conn| async move {
@@ -250,12 +269,12 @@ impl pingora::services::background::BackgroundService for RevocationPoller {
                 })
                 .await;
             let result = match version {
-                Ok(v) if seen.as_ref() == Some(&v) => Ok(()),
-                Ok(v) => Revocations::load(&self.redis, &self.tenants, unix_now())
+                Ok(v) if seen.as_ref() == Some(&(v.clone(), key)) => Ok(()),
+                Ok(v) => Revocations::load(&self.redis, &tenants, unix_now())
                     .await
                     .map(|set| {
                         self.revocations.replace(set);
-                        seen = Some(v);
+                        seen = Some((v, key));
                     }),
                 Err(e) => Err(e),
             };
@@ -281,17 +300,36 @@ impl pingora::services::background::BackgroundService for RevocationPoller {
     }
 }
 
-/// Loads a tenant's JWKS (retrying until the first success; the tenant
-/// answers 503 and `/readyz` says not ready until then) and refreshes it on
-/// its schedule.
-struct JwksRefresh(Arc<JwksVerifier>);
+/// Loads each JWKS tenant's key set (retrying until the first success; the
+/// tenant answers 503 and `/readyz` says not ready until then) and refreshes
+/// it on its schedule. After a config reload the tasks of the old tenants
+/// stop and the new tenants' tasks start.
+struct JwksRefresher {
+    routing: SharedRouting,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
 
 #[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for JwksRefresh {
+impl pingora::services::background::BackgroundService for JwksRefresher {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = self.0.run() => {}
+        let mut changed = self.generation.subscribe();
+        loop {
+            let mut tasks = tokio::task::JoinSet::new();
+            for t in self.routing.load().tenants.iter() {
+                if let Some(SessionSource::Jwks(j)) = &t.session {
+                    let v: Arc<JwksVerifier> = Arc::clone(&j.verifier);
+                    tasks.spawn(async move { v.run().await });
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = changed.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                }
+            }
+            tasks.abort_all();
         }
     }
 }
@@ -311,9 +349,51 @@ impl pingora::services::background::BackgroundService for AuditWriterService {
     }
 }
 
-/// SIGHUP: reopen the audit file (after logrotate moved it).
+/// What a SIGHUP reloads: tenants and route policy from the config file.
+struct Reload {
+    path: std::path::PathBuf,
+    routing: SharedRouting,
+    redis: Option<Arc<Redis>>,
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl Reload {
+    /// Re-reads the file; a config with any problem is refused whole and the
+    /// running one stays. Sections other than `[[tenants]]` and `[policy]`
+    /// (listeners, upstream, Redis, audit, log) need a restart or an upgrade.
+    ///
+    /// JWKS tenants get their key sets before the swap, so they never answer
+    /// 503 because of a reload (a provider that is down then only delays
+    /// their readiness, as at start).
+    async fn run(&self) -> Result<usize, String> {
+        let settings = crate::config::load(&self.path).map_err(|e| e.to_string())?;
+        if settings.redis.is_some() != self.redis.is_some() {
+            return Err("[redis] was added or removed: that needs a restart".into());
+        }
+        let tenants = Tenants::new(settings.tenants, self.redis.as_ref())?;
+        for t in tenants.iter() {
+            if let Some(SessionSource::Jwks(j)) = &t.session {
+                if let Err(e) = j.verifier.refresh().await {
+                    tracing::warn!(tenant = %t.id, error = %e, "reload: JWKS not loaded yet; the tenant is not ready until it is");
+                }
+            }
+        }
+        let n = tenants.iter().count();
+        self.routing.store(Arc::new(Routing {
+            tenants,
+            policy: settings.policy,
+        }));
+        self.generation.send_modify(|g| *g += 1);
+        Ok(n)
+    }
+}
+
+/// SIGHUP: reload tenants and route policy (keeping the running config when
+/// the new one has a problem), and reopen the audit file (after logrotate
+/// moved it).
 struct Signals {
     audit: Option<Arc<AuditLog>>,
+    reload: Option<Reload>,
 }
 
 #[async_trait::async_trait]
@@ -331,9 +411,22 @@ impl pingora::services::background::BackgroundService for Signals {
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reopening the audit file");
                     if let Some(a) = &self.audit {
                         a.reopen();
+                    }
+                    let Some(reload) = &self.reload else { continue };
+                    let reloads = &crate::metrics::get().config_reloads;
+                    match reload.run().await {
+                        Ok(n) => {
+                            reloads.with_label_values(&["ok"]).inc();
+                            tracing::info!(tenants = n, "SIGHUP: config reloaded (tenants and route policy)");
+                        }
+                        Err(e) => {
+                            reloads.with_label_values(&["error"]).inc();
+                            for line in e.lines() {
+                                tracing::error!("SIGHUP: config reload refused, the running config stays: {line}");
+                            }
+                        }
                     }
                 }
             }

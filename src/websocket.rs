@@ -46,6 +46,14 @@ pub fn refusal_frames(refusal: &Refusal) -> Bytes {
     out.freeze()
 }
 
+/// A close frame with `code` (1001 "going away" when the gateway shuts
+/// down: the SDK reconnects, to another instance, on any code but 1000).
+pub fn close_frame(code: u16) -> Bytes {
+    let mut out = BytesMut::with_capacity(4);
+    frame(&mut out, 0x8, &code.to_be_bytes());
+    out.freeze()
+}
+
 fn frame(out: &mut BytesMut, opcode: u8, payload: &[u8]) {
     out.put_u8(0x80 | opcode); // FIN + opcode
     match payload.len() {

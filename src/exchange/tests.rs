@@ -77,13 +77,11 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         }),
     };
     let _ = TokenMinter::new;
-    Exchange {
-        tenants: Arc::new(
-            Tenants::new(vec![tenant("k1", true), tenant("k2", true)], None).unwrap(),
-        ),
-        policy: Policy::new(UnknownRoutes::Deny, &[], &[]).unwrap(),
-        revocations: Arc::new(Revocations::new()),
-    }
+    Exchange::new(
+        Tenants::new(vec![tenant("k1", true), tenant("k2", true)], None).unwrap(),
+        Policy::new(UnknownRoutes::Deny, &[], &[]).unwrap(),
+        Arc::new(Revocations::new()),
+    )
 }
 
 fn session(user: &str, exp: u64) -> String {

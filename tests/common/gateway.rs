@@ -168,6 +168,74 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Sends signal `name` (`TERM`, `HUP`, `QUIT`) to this gateway, by PID.
+    pub fn signal(&self, name: &str) {
+        send_signal(self.child.id(), name);
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+    }
+
+    /// Starts a second gateway with `-u` on the same config (same ports,
+    /// pid file and upgrade socket): it takes the listeners over once this
+    /// one gets SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Upgraded {
+        let dir = self.config_path.parent().expect("config dir").to_path_buf();
+        let stderr_path = dir.join("stderr-upgraded.log");
+        let child = Command::new(GATEWAY_BIN)
+            .arg("-u")
+            .arg("--config")
+            .arg(&self.config_path)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr_path).expect("create stderr-upgraded.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {GATEWAY_BIN} -u: {e}"));
+        Upgraded { child, stderr_path }
+    }
+}
+
+/// The new process of a `-u` upgrade; killed (by handle) when dropped.
+pub struct Upgraded {
+    pub child: Child,
+    stderr_path: PathBuf,
+}
+
+impl Upgraded {
+    pub fn stderr(&self) -> String {
+        read_lossy(&self.stderr_path)
+    }
+}
+
+impl Drop for Upgraded {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -s <name> <pid>` for a process this test started.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -s {name} {pid} failed");
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
