@@ -1,6 +1,7 @@
-//! The admin listener: `GET /healthz` (the process answers) and `GET /readyz`
-//! (every tenant's session keys are loaded, and the client listener accepts
-//! connections). `/metrics`
+//! The admin listener: `GET /healthz` (the process answers), `GET /readyz`
+//! (every tenant's session keys are loaded, Redis answers where the config
+//! depends on it, the client listener accepts connections; the upstream
+//! address is reported) and `GET /metrics` (Prometheus). `/metrics`
 //! arrives with the metrics work.
 
 use std::net::SocketAddr;
@@ -11,13 +12,21 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use std::sync::Arc;
+
 use crate::exchange::SharedRouting;
+use crate::redis_conn::Redis;
+use crate::upstream::Upstream;
 
 pub struct Admin {
     /// The client-facing listener, probed by `/readyz`.
     pub listen: SocketAddr,
     /// Tenants whose session sources must be ready (JWKS loaded).
     pub routing: SharedRouting,
+    /// `[redis]`, and whether serving depends on it (opaque sessions,
+    /// `on_redis_error = "deny"` quotas, or an audit sink that blocks).
+    pub redis: Option<(Arc<Redis>, bool)>,
+    pub upstream: Arc<Upstream>,
 }
 
 fn json(status: u16, body: &str) -> Response<Vec<u8>> {
@@ -82,18 +91,42 @@ impl ServeHttp for Admin {
                     .to_string();
                     return json(503, &body);
                 }
+                drop(routing);
+                if let Some((redis, true)) = &self.redis {
+                    let ping = redis
+                        .call(|mut c| async move {
+                            redis::cmd("PING").query_async::<String>(&mut c).await
+                        })
+                        .await;
+                    if ping.is_err() {
+                        return json(
+                            503,
+                            r#"{"status":"not ready","reason":"redis is not answering and this config depends on it"}"#,
+                        );
+                    }
+                }
                 let probe = tokio::time::timeout(
                     Duration::from_secs(1),
                     tokio::net::TcpStream::connect(self.listen),
                 )
                 .await;
-                match probe {
-                    Ok(Ok(_)) => json(200, r#"{"status":"ready"}"#),
-                    _ => json(
+                if !matches!(probe, Ok(Ok(_))) {
+                    return json(
                         503,
                         r#"{"status":"not ready","reason":"client listener is not accepting connections"}"#,
-                    ),
+                    );
                 }
+                // The upstream address was resolved at start (or the gateway
+                // would not run); a failing re-resolve keeps the last good
+                // address, so it is reported, not made a reason to stop
+                // taking traffic.
+                let body = serde_json::json!({
+                    "status": "ready",
+                    "upstream_address": self.upstream.address().to_string(),
+                    "upstream_last_resolve_ok": self.upstream.last_resolve_ok(),
+                })
+                .to_string();
+                json(200, &body)
             }
             _ => json(404, r#"{"error":"not found"}"#),
         }

@@ -72,6 +72,20 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         Some(r) => Some(Arc::new(Redis::new(&r.url, r.timeout)?)),
         None => None,
     };
+    // Serving depends on Redis (so /readyz checks it) with opaque sessions,
+    // quotas that deny when Redis fails, or an audit sink that blocks on it.
+    let redis_required = settings
+        .tenants
+        .iter()
+        .any(|t| matches!(t.session, Some(crate::config::SessionSettings::Opaque(_))))
+        || settings.redis.as_ref().is_some_and(|r| {
+            r.on_error == crate::quota::OnRedisError::Deny
+                && settings.tenants.iter().any(|t| !t.quota.is_empty())
+        })
+        || settings.audit.as_ref().is_some_and(|a| {
+            matches!(a.sink, crate::audit::Sink::Redis { .. })
+                && a.on_full == crate::audit::OnFull::Block
+        });
     let tenants = Tenants::new(settings.tenants, redis.as_ref())?;
     let quotas = match (&settings.redis, &redis) {
         (Some(r), Some(conn)) => Some(Arc::new(SharedQuotas::new(Arc::clone(conn), r.on_error))),
@@ -165,6 +179,8 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             Admin {
                 listen: settings.server.listen,
                 routing: Arc::clone(&routing),
+                redis: redis.clone().map(|r| (r, redis_required)),
+                upstream: Arc::clone(&upstream),
             },
         );
         admin.threads = Some(1);

@@ -120,6 +120,8 @@ impl VirtualSocket for KillableStream {
 pub struct Upstream {
     pub settings: UpstreamSettings,
     addr: ArcSwap<SocketAddr>,
+    /// The last background re-resolve succeeded (true until one fails).
+    resolve_ok: std::sync::atomic::AtomicBool,
 }
 
 impl Upstream {
@@ -134,6 +136,7 @@ impl Upstream {
         Ok(Upstream {
             settings,
             addr: ArcSwap::from_pointee(addr),
+            resolve_ok: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -174,8 +177,20 @@ impl Upstream {
         peer
     }
 
+    /// The address requests go to now.
+    pub fn address(&self) -> SocketAddr {
+        **self.addr.load()
+    }
+
+    pub fn last_resolve_ok(&self) -> bool {
+        self.resolve_ok.load(Ordering::Relaxed)
+    }
+
     async fn refresh(&self) {
-        match tokio::net::lookup_host((self.settings.host.as_str(), self.settings.port)).await {
+        let result =
+            tokio::net::lookup_host((self.settings.host.as_str(), self.settings.port)).await;
+        self.resolve_ok.store(result.is_ok(), Ordering::Relaxed);
+        match result {
             Ok(mut addrs) => {
                 if let Some(a) = addrs.next() {
                     if a != **self.addr.load() {

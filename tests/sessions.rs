@@ -409,3 +409,30 @@ async fn tenant_claim_binds_jwt_sessions_to_their_tenant() {
     assert_gateway_refusal(get(&gw, &token(None)).await, 401, 5).await;
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_redis_when_sessions_live_there() {
+    let mut redis = RedisServer::start();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let gw = Gateway::start(&config(
+        &fake.url(),
+        &redis_session("cache_ttl = \"0s\""),
+        &redis_top(&redis),
+    ));
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["upstream_address"].is_string(), "{body}");
+    redis.stop();
+    let (status, body) = readyz(&gw).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reason"].as_str().unwrap().contains("redis"), "{body}");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while readyz(&gw).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
