@@ -74,7 +74,7 @@ async fn sigterm_finishes_in_flight_requests_and_closes_sockets_with_1001() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_with_dash_u_under_load_fails_no_request() {
+async fn upgrade_with_dash_u_under_load_loses_at_most_one_connection() {
     let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
     let mut old = Gateway::start(&lifecycle_config(
         &fake,
@@ -243,4 +243,53 @@ async fn sighup_reloads_tenants_and_policy_and_refuses_a_broken_config() {
         "{metrics}"
     );
     assert!(!gw.stderr().contains("globex-stream-secret"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_file_after_it_was_moved() {
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let gw = Gateway::start(&gateway_config(
+        &fake.url(),
+        "",
+        "[audit]\nsink = \"file\"\npath = \"audit.jsonl\"",
+    ));
+    let dir = gw.config_path().parent().unwrap().to_path_buf();
+    let alice = session_for("alice");
+    let lines = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let wait_lines = |p: std::path::PathBuf, n: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lines(&p) < n {
+            assert!(
+                Instant::now() < deadline,
+                "{} has {} lines, want {n}",
+                p.display(),
+                lines(&p)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(get_app(&gw, &alice).await.status(), 200);
+    wait_lines(dir.join("audit.jsonl"), 1).await;
+    // logrotate: move the file away, then SIGHUP.
+    std::fs::rename(dir.join("audit.jsonl"), dir.join("audit.jsonl.old")).unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !dir.join("audit.jsonl").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "audit file not reopened after SIGHUP"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get_app(&gw, &alice).await.status(), 200);
+    wait_lines(dir.join("audit.jsonl"), 1).await;
+    assert_eq!(
+        lines(&dir.join("audit.jsonl.old")),
+        1,
+        "nothing more went to the moved file"
+    );
 }

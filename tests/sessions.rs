@@ -133,6 +133,27 @@ async fn jwks_sessions_wait_for_keys_then_verify_rotate_and_refuse() {
     // Provider down again: the keys already loaded keep working.
     idp.set_mode(IdpMode::Fail);
     assert_eq!(get(&gw, &token).await.status(), 200);
+
+    // Fetches are counted in the metrics: the failing ones at start, the
+    // first load and the rotation.
+    let metrics = client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |result: &str| -> f64 {
+        let prefix =
+            format!("stream_gateway_jwks_refreshes_total{{result=\"{result}\",tenant=\"acme\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    assert!(count("ok") >= 2.0, "{metrics}");
+    assert!(count("error") >= 1.0, "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
