@@ -36,6 +36,7 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod credential;
 pub mod exchange;
 pub mod limits;

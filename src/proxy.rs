@@ -16,6 +16,7 @@ use pingora::upstreams::peer::HttpPeer;
 
 use crate::audit::{self, AuditLog};
 use crate::connections::ConnectionGuard;
+use crate::cors::{self, Cors};
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::limits::RequestKind;
 use crate::metrics;
@@ -27,7 +28,10 @@ use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
 
 mod respond;
-use respond::{ip_header, is_websocket_upgrade, respond, respond_websocket};
+use respond::{
+    add_common_headers, ip_header, is_websocket_upgrade, respond, respond_preflight,
+    respond_websocket,
+};
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -84,6 +88,10 @@ pub struct RequestCtx {
     bytes_out: u64,
     /// Frames of the client-to-Stream socket stream.
     frames_in: FrameTracker,
+    /// CORS: the allowed origin to echo, and whether credentials are allowed.
+    cors: Option<(HeaderValue, bool)>,
+    /// A CORS preflight answered by the gateway.
+    preflight: bool,
     /// The audit record's place in the queue (`on_full = "block"`).
     audit_permit: Option<tokio::sync::mpsc::OwnedPermit<audit::Record>>,
 }
@@ -154,10 +162,8 @@ impl GatewayProxy {
             .and_then(|k| k.to_str().ok())
             .map(str::to_string);
         let out = match key {
-            Some(key) if websocket => {
-                respond_websocket(session, &key, &refusal, &ctx.request_id).await
-            }
-            _ => respond(session, &refusal, &ctx.request_id).await,
+            Some(key) if websocket => respond_websocket(session, &key, &refusal, ctx).await,
+            _ => respond(session, &refusal, ctx).await,
         };
         ctx.bytes_out = refusal.body().len() as u64;
         ctx.refusal = Some(refusal);
@@ -204,6 +210,7 @@ impl GatewayProxy {
         let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
         let decision = match (&ctx.refusal, e) {
             (Some(r), _) => r.decision(),
+            (None, _) if ctx.preflight => "preflight",
             (None, _) => "forwarded",
         };
         let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
@@ -346,6 +353,29 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(audit), false) = (&self.audit, websocket) {
             ctx.audit_permit = audit.reserve().await;
         }
+        // CORS first: an origin the tenant does not list is refused before
+        // anything else (requests, preflights and websocket upgrades alike).
+        let req = session.req_header();
+        if req.headers.contains_key(http::header::ORIGIN) {
+            let tenant = self.exchange.tenant_of(req.uri.query());
+            match cors::check(tenant.as_deref(), &req.headers) {
+                Cors::Refused => {
+                    return self
+                        .refuse(session, ctx, Refusal::OriginNotAllowed, websocket)
+                        .await
+                }
+                Cors::Allowed {
+                    origin,
+                    credentials,
+                } => ctx.cors = Some((origin, credentials)),
+                Cors::Off => {}
+            }
+            if ctx.cors.is_some() && cors::is_preflight(&req.method, &req.headers) {
+                ctx.preflight = true;
+                respond_preflight(session, ctx).await?;
+                return Ok(true);
+            }
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -453,8 +483,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        add_common_headers(upstream_response, ctx, false)
     }
 
     async fn request_body_filter(
@@ -577,7 +606,7 @@ impl ProxyHttp for GatewayProxy {
             _ => refusal,
         };
         if session.response_written().is_none() {
-            if let Err(err) = respond(session, &refusal, &ctx.request_id).await {
+            if let Err(err) = respond(session, &refusal, ctx).await {
                 tracing::debug!(request_id = %ctx.request_id, error = %err, "could not send the error response");
             }
         }

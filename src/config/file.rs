@@ -93,6 +93,8 @@ pub struct TenantSection {
     #[serde(default)]
     pub allow_anonymous: bool,
     pub close_on_session_expiry: Option<bool>,
+    /// Web origins allowed to call through the gateway from a browser (CORS).
+    pub allowed_origins: Option<Vec<String>>,
     pub token_cache_size: Option<u64>,
     pub session: Option<SessionSection>,
     pub limits: Option<LimitsSection>,

@@ -265,6 +265,12 @@ fn tenant(
             None
         }
     };
+    let allowed_origins = t.allowed_origins.clone().unwrap_or_default();
+    for o in &allowed_origins {
+        if let Err(e) = session::check_origin(o) {
+            p.add(format!("{name}.allowed_origins: \"{o}\": {e}"));
+        }
+    }
     let ttl = t.stream_token_ttl.unwrap_or(file::DEFAULT_STREAM_TOKEN_TTL);
     if ttl.as_secs() < 1 {
         p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
@@ -339,5 +345,6 @@ fn tenant(
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
         cookie,
+        allowed_origins,
     })
 }
