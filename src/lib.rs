@@ -34,6 +34,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod connections;
 pub mod cors;

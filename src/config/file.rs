@@ -80,6 +80,9 @@ pub struct PolicySection {
     pub allow: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    pub server_only_fields: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_inspected_body: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -22,6 +22,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub policy: Policy,
+    pub body: crate::body::BodyPolicy,
     pub tenants: Vec<TenantSettings>,
     pub redis: Option<RedisSettings>,
     pub audit: Option<crate::audit::AuditSettings>,
