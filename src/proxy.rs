@@ -301,34 +301,36 @@ impl GatewayProxy {
         let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
         // Tenant and route: from the decision, or (for a request refused by
         // the exchange) looked up again, on the refusal path only.
-        let (tenant, route, operation) = match &ctx.forward {
-            Some(f) => (
-                Some(Arc::clone(&f.tenant)),
-                Some(f.template.clone()),
-                Some(f.operation.clone()),
-            ),
-            None => {
-                let (route, operation) = match self
-                    .exchange
-                    .routing
-                    .load()
-                    .policy
-                    .decide(req.method.as_str(), req.uri.path())
-                {
-                    Decision::Forward {
-                        template,
-                        operation,
-                        ..
-                    }
-                    | Decision::RefuseServerRoute {
-                        template,
-                        operation,
-                    } => (Some(template), Some(operation)),
-                    _ => (None, None),
-                };
-                (self.exchange.tenant_of(req.uri.query()), route, operation)
-            }
-        };
+        use std::borrow::Cow;
+        let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
+            match &ctx.forward {
+                Some(f) => (
+                    Some(Arc::clone(&f.tenant)),
+                    Some(Cow::Borrowed(f.template.as_str())),
+                    Some(Cow::Borrowed(f.operation.as_str())),
+                ),
+                None => {
+                    let (route, operation) = match self
+                        .exchange
+                        .routing
+                        .load()
+                        .policy
+                        .decide(req.method.as_str(), req.uri.path())
+                    {
+                        Decision::Forward {
+                            template,
+                            operation,
+                            ..
+                        }
+                        | Decision::RefuseServerRoute {
+                            template,
+                            operation,
+                        } => (Some(Cow::Owned(template)), Some(Cow::Owned(operation))),
+                        _ => (None, None),
+                    };
+                    (self.exchange.tenant_of(req.uri.query()), route, operation)
+                }
+            };
         let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
         let decision = match (&ctx.refusal, e) {
             (Some(r), _) => r.decision(),
@@ -392,8 +394,8 @@ impl GatewayProxy {
             user_id,
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             method: req.method.as_str().to_string(),
-            route,
-            operation,
+            route: route.map(Cow::into_owned),
+            operation: operation.map(Cow::into_owned),
             decision,
             code: ctx.refusal.as_ref().map(Refusal::code),
             status,
