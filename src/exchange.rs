@@ -65,6 +65,8 @@ pub enum ForwardAuth {
 pub struct Routing {
     pub tenants: Tenants,
     pub policy: Policy,
+    /// Body cap and server-only fields (`[policy]`).
+    pub body: crate::body::BodyPolicy,
 }
 
 /// The live [`Routing`], swapped whole by a reload; each request works with
@@ -79,8 +81,13 @@ pub struct Exchange {
 
 impl Exchange {
     pub fn new(tenants: Tenants, policy: Policy, revocations: Arc<Revocations>) -> Exchange {
+        let body = crate::body::BodyPolicy::new(&policy);
         Exchange {
-            routing: Arc::new(ArcSwap::from_pointee(Routing { tenants, policy })),
+            routing: Arc::new(ArcSwap::from_pointee(Routing {
+                tenants,
+                policy,
+                body,
+            })),
             revocations,
         }
     }

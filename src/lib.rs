@@ -34,8 +34,10 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod config;
 pub mod connections;
+pub mod cors;
 pub mod credential;
 pub mod exchange;
 pub mod limits;

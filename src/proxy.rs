@@ -15,7 +15,9 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::audit::{self, AuditLog};
+use crate::body::{self, Location, ServerOnlyMode};
 use crate::connections::ConnectionGuard;
+use crate::cors::{self, Cors};
 use crate::exchange::{Exchange, Forward, ForwardAuth};
 use crate::limits::RequestKind;
 use crate::metrics;
@@ -27,7 +29,10 @@ use crate::upstream::Upstream;
 use crate::websocket::{self, FrameTracker};
 
 mod respond;
-use respond::{ip_header, is_websocket_upgrade, respond, respond_websocket};
+use respond::{
+    add_common_headers, ip_header, is_websocket_upgrade, respond, respond_preflight,
+    respond_websocket,
+};
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -84,6 +89,18 @@ pub struct RequestCtx {
     bytes_out: u64,
     /// Frames of the client-to-Stream socket stream.
     frames_in: FrameTracker,
+    /// CORS: the allowed origin to echo, and whether credentials are allowed.
+    cors: Option<(HeaderValue, bool)>,
+    /// A CORS preflight answered by the gateway.
+    preflight: bool,
+    /// Cap on the request body (`[policy] max_body_bytes`).
+    body_limit: u64,
+    /// The body to forward instead of the client's (server-only fields
+    /// stripped); `body_replaced` once it went.
+    replacement_body: Option<Bytes>,
+    body_replaced: bool,
+    /// The body was read ahead (and counted) by `check_body`.
+    read_ahead: bool,
     /// The audit record's place in the queue (`on_full = "block"`).
     audit_permit: Option<tokio::sync::mpsc::OwnedPermit<audit::Record>>,
 }
@@ -139,6 +156,119 @@ impl GatewayProxy {
         Ok(())
     }
 
+    /// The body policy: the size cap (from `Content-Length` here; chunked
+    /// bodies are counted as they stream, in `request_body_filter`), then,
+    /// for operations with server-only fields, the `payload` query document
+    /// and the JSON body (read ahead, at most `max_inspected_body` bytes,
+    /// then forwarded from pingora's read-ahead buffer, or rewritten when
+    /// fields are stripped).
+    async fn check_body(
+        &self,
+        session: &mut Session,
+        forward: &mut Forward,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let routing = self.exchange.routing.load();
+        let bp = &routing.body;
+        ctx.body_limit = bp.max_body_bytes;
+        let req = session.req_header();
+        let content_length = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if content_length.is_some_and(|n| n > bp.max_body_bytes) {
+            return Err(Refusal::PayloadTooLarge);
+        }
+        if bp.server_only == ServerOnlyMode::Pass {
+            return Ok(());
+        }
+        let Some(rules) = bp.fields.rules(req.method.as_str(), &forward.template) else {
+            return Ok(());
+        };
+        if rules.iter().any(|r| r.location == Location::Payload) {
+            self.check_payload(forward, rules, bp.server_only)?;
+        }
+        if !rules.iter().any(|r| r.location == Location::Body) || session.is_body_empty() {
+            return Ok(());
+        }
+        session.enable_retry_buffering();
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() + chunk.len() > bp.max_inspected {
+                        return Err(Refusal::PayloadTooLarge);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(_) => return Err(Refusal::BadRequest("could not read the request body")),
+            }
+        }
+        ctx.bytes_in = buf.len() as u64;
+        ctx.read_ahead = true;
+        if ctx.bytes_in > bp.max_body_bytes {
+            return Err(Refusal::PayloadTooLarge);
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let mut doc: serde_json::Value = serde_json::from_slice(&buf)
+            .map_err(|_| Refusal::BadRequest("the request body is not valid JSON"))?;
+        match bp.server_only {
+            ServerOnlyMode::Refuse => match body::find(&doc, rules, Location::Body) {
+                Some(field) => Err(Refusal::ServerOnlyField(field)),
+                None => Ok(()),
+            },
+            ServerOnlyMode::Strip => {
+                if body::strip(&mut doc, rules, Location::Body) > 0 {
+                    let out = serde_json::to_vec(&doc).map_err(|_| Refusal::Internal)?;
+                    ctx.replacement_body = Some(Bytes::from(out));
+                }
+                Ok(())
+            }
+            ServerOnlyMode::Pass => Ok(()),
+        }
+    }
+
+    /// Server-only fields in the `payload` query document (GET queries).
+    fn check_payload(
+        &self,
+        forward: &mut Forward,
+        rules: &[body::FieldRule],
+        mode: ServerOnlyMode,
+    ) -> std::result::Result<(), Refusal> {
+        let Some((path, q)) = forward.path_and_query.split_once('?') else {
+            return Ok(());
+        };
+        let pairs = crate::query::parse(q).map_err(Refusal::BadRequest)?;
+        let Some(payload) = pairs.iter().find(|p| crate::query::is_key(p, "payload")) else {
+            return Ok(());
+        };
+        let mut doc: serde_json::Value = serde_json::from_str(&payload.value)
+            .map_err(|_| Refusal::BadRequest("the payload parameter is not valid JSON"))?;
+        match mode {
+            ServerOnlyMode::Refuse => match body::find(&doc, rules, Location::Payload) {
+                Some(field) => Err(Refusal::ServerOnlyField(field)),
+                None => Ok(()),
+            },
+            ServerOnlyMode::Strip => {
+                if body::strip(&mut doc, rules, Location::Payload) > 0 {
+                    let json = doc.to_string();
+                    let rebuilt = crate::query::rebuild(
+                        &pairs,
+                        |p| crate::query::is_key(p, "payload"),
+                        &[("payload", json.as_str())],
+                    );
+                    forward.path_and_query = format!("{path}?{rebuilt}");
+                }
+                Ok(())
+            }
+            ServerOnlyMode::Pass => Ok(()),
+        }
+    }
+
     /// Answers a refusal (HTTP, or Stream-style on an upgraded socket).
     async fn refuse(
         &self,
@@ -154,10 +284,8 @@ impl GatewayProxy {
             .and_then(|k| k.to_str().ok())
             .map(str::to_string);
         let out = match key {
-            Some(key) if websocket => {
-                respond_websocket(session, &key, &refusal, &ctx.request_id).await
-            }
-            _ => respond(session, &refusal, &ctx.request_id).await,
+            Some(key) if websocket => respond_websocket(session, &key, &refusal, ctx).await,
+            _ => respond(session, &refusal, ctx).await,
         };
         ctx.bytes_out = refusal.body().len() as u64;
         ctx.refusal = Some(refusal);
@@ -204,6 +332,7 @@ impl GatewayProxy {
         let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
         let decision = match (&ctx.refusal, e) {
             (Some(r), _) => r.decision(),
+            (None, _) if ctx.preflight => "preflight",
             (None, _) => "forwarded",
         };
         let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
@@ -346,6 +475,29 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(audit), false) = (&self.audit, websocket) {
             ctx.audit_permit = audit.reserve().await;
         }
+        // CORS first: an origin the tenant does not list is refused before
+        // anything else (requests, preflights and websocket upgrades alike).
+        let req = session.req_header();
+        if req.headers.contains_key(http::header::ORIGIN) {
+            let tenant = self.exchange.tenant_of(req.uri.query());
+            match cors::check(tenant.as_deref(), &req.headers) {
+                Cors::Refused => {
+                    return self
+                        .refuse(session, ctx, Refusal::OriginNotAllowed, websocket)
+                        .await
+                }
+                Cors::Allowed {
+                    origin,
+                    credentials,
+                } => ctx.cors = Some((origin, credentials)),
+                Cors::Off => {}
+            }
+            if ctx.cors.is_some() && cors::is_preflight(&req.method, &req.headers) {
+                ctx.preflight = true;
+                respond_preflight(session, ctx).await?;
+                return Ok(true);
+            }
+        }
         let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -368,7 +520,11 @@ impl ProxyHttp for GatewayProxy {
             Ok(f) => f,
             Err(refusal) => return self.refuse(session, ctx, refusal, websocket).await,
         };
-        let admitted = self.admit(&forward, method.as_str(), client_ip, ctx).await;
+        let mut forward = forward;
+        let mut admitted = self.admit(&forward, method.as_str(), client_ip, ctx).await;
+        if admitted.is_ok() && !forward.websocket {
+            admitted = self.check_body(session, &mut forward, ctx).await;
+        }
         ctx.forward = Some(forward);
         match admitted {
             Ok(()) => Ok(false),
@@ -432,6 +588,10 @@ impl ProxyHttp for GatewayProxy {
         }
         upstream.insert_header("x-forwarded-proto", HeaderValue::from_static("http"))?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(b) = &ctx.replacement_body {
+            upstream.remove_header("transfer-encoding");
+            upstream.insert_header("content-length", b.len().to_string())?;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -453,8 +613,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        Ok(())
+        add_common_headers(upstream_response, ctx, false)
     }
 
     async fn request_body_filter(
@@ -464,11 +623,25 @@ impl ProxyHttp for GatewayProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(b) = body {
-            ctx.bytes_in += b.len() as u64;
-            if ctx.forward.as_ref().is_some_and(|f| f.websocket) {
+        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
+        if let Some(b) = body.as_ref() {
+            if websocket {
+                ctx.bytes_in += b.len() as u64;
                 ctx.frames_in.advance(b);
+            } else if !ctx.read_ahead {
+                // (A body read ahead by check_body was counted and capped there.)
+                ctx.bytes_in += b.len() as u64;
+                if ctx.bytes_in > ctx.body_limit && ctx.body_limit > 0 {
+                    ctx.refusal = Some(Refusal::PayloadTooLarge);
+                    return Error::e_explain(InternalError, "request body over max_body_bytes");
+                }
             }
+        }
+        if let Some(replacement) = ctx.replacement_body.take() {
+            *body = Some(replacement);
+            ctx.body_replaced = true;
+        } else if ctx.body_replaced {
+            *body = None;
         }
         Ok(())
     }
@@ -559,6 +732,8 @@ impl ProxyHttp for GatewayProxy {
             };
         }
         let refusal = match e.etype() {
+            // A refusal decided while the body streamed (over the size cap).
+            _ if ctx.refusal.is_some() => ctx.refusal.clone().unwrap_or(Refusal::Internal),
             ConnectTimedout | ReadTimedout | WriteTimedout => Refusal::UpstreamTimeout,
             _ => match e.esource() {
                 ErrorSource::Upstream => Refusal::UpstreamUnavailable,
@@ -577,7 +752,7 @@ impl ProxyHttp for GatewayProxy {
             _ => refusal,
         };
         if session.response_written().is_none() {
-            if let Err(err) = respond(session, &refusal, &ctx.request_id).await {
+            if let Err(err) = respond(session, &refusal, ctx).await {
                 tracing::debug!(request_id = %ctx.request_id, error = %err, "could not send the error response");
             }
         }

@@ -60,6 +60,12 @@ pub enum Refusal {
     BadPath(String),
     /// Malformed request apart from the path (code 4).
     BadRequest(&'static str),
+    /// A client request body carrying a field only server-side calls may set
+    /// (code 4, naming the field).
+    ServerOnlyField(String),
+    /// A request body over `max_body_bytes`, or too large to inspect (413,
+    /// code 22).
+    PayloadTooLarge,
     /// Upstream refused the connection or failed mid-way (502).
     UpstreamUnavailable,
     /// Upstream did not answer within the configured timeout (504).
@@ -96,7 +102,11 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 403,
-            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 400,
+            Refusal::ConflictingCredentials
+            | Refusal::BadPath(_)
+            | Refusal::BadRequest(_)
+            | Refusal::ServerOnlyField(_) => 400,
+            Refusal::PayloadTooLarge => 413,
             Refusal::TooManyConnections
             | Refusal::RateLimited(_)
             | Refusal::QuotaExceeded { .. } => 429,
@@ -123,7 +133,11 @@ impl Refusal {
             | Refusal::UnknownRoute
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 17,
-            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => 4,
+            Refusal::ConflictingCredentials
+            | Refusal::BadPath(_)
+            | Refusal::BadRequest(_)
+            | Refusal::ServerOnlyField(_) => 4,
+            Refusal::PayloadTooLarge => 22,
             Refusal::TooManyConnections => 71,
             Refusal::RateLimited(_) | Refusal::QuotaExceeded { .. } => 9,
             Refusal::QuotaUnavailable | Refusal::SessionUnavailable => -1,
@@ -173,6 +187,10 @@ impl Refusal {
             }
             Refusal::BadPath(why) => format!("bad request path: {why}"),
             Refusal::BadRequest(why) => format!("bad request: {why}"),
+            Refusal::ServerOnlyField(field) => {
+                format!("bad request: the field \"{field}\" can only be set by server-side calls")
+            }
+            Refusal::PayloadTooLarge => "request body too large".into(),
             Refusal::UpstreamUnavailable => "upstream Stream API is unavailable".into(),
             Refusal::UpstreamTimeout => "upstream Stream API did not answer in time".into(),
             Refusal::Internal => "internal gateway error".into(),
@@ -198,9 +216,11 @@ impl Refusal {
             | Refusal::IdentityMismatch => "unauthenticated",
             Refusal::RateLimited(_) | Refusal::TooManyConnections => "rate_limited",
             Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable => "quota_exceeded",
-            Refusal::ConflictingCredentials | Refusal::BadPath(_) | Refusal::BadRequest(_) => {
-                "bad_request"
-            }
+            Refusal::ConflictingCredentials
+            | Refusal::BadPath(_)
+            | Refusal::BadRequest(_)
+            | Refusal::ServerOnlyField(_)
+            | Refusal::PayloadTooLarge => "bad_request",
             Refusal::UpstreamUnavailable | Refusal::UpstreamTimeout => "upstream_error",
             Refusal::Internal => "internal_error",
         }
@@ -293,6 +313,8 @@ mod tests {
             }),
             Refusal::SessionUnavailable,
             Refusal::OriginNotAllowed,
+            Refusal::ServerOnlyField("role".into()),
+            Refusal::PayloadTooLarge,
             Refusal::BadPath("x".into()),
             Refusal::BadRequest("x"),
             Refusal::UpstreamUnavailable,

@@ -92,7 +92,14 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         _ => None,
     };
     let revocations = Arc::new(Revocations::new());
-    let exchange = Exchange::new(tenants, settings.policy, Arc::clone(&revocations));
+    let exchange = Exchange {
+        routing: Arc::new(arc_swap::ArcSwap::from_pointee(Routing {
+            tenants,
+            policy: settings.policy,
+            body: settings.body,
+        })),
+        revocations: Arc::clone(&revocations),
+    };
     let routing = Arc::clone(&exchange.routing);
     let (generation, _) = tokio::sync::watch::channel(0u64);
     let generation = Arc::new(generation);
@@ -398,6 +405,7 @@ impl Reload {
         self.routing.store(Arc::new(Routing {
             tenants,
             policy: settings.policy,
+            body: settings.body,
         }));
         self.generation.send_modify(|g| *g += 1);
         Ok(n)

@@ -19,6 +19,8 @@ pub struct Tenant {
     pub session: Option<SessionSource>,
     /// Session cookie (with its allowed origins), when enabled.
     pub cookie: Option<CookieSettings>,
+    /// CORS origins (exact); empty: CORS off.
+    pub allowed_origins: Vec<String>,
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
     pub limits: LocalLimits,
@@ -80,6 +82,7 @@ impl Tenants {
                     close_on_session_expiry: t.close_on_session_expiry,
                     session,
                     cookie: t.cookie,
+                    allowed_origins: t.allowed_origins,
                 };
                 Ok((t.api_key, Arc::new(tenant)))
             })

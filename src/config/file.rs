@@ -80,6 +80,9 @@ pub struct PolicySection {
     pub allow: Vec<String>,
     #[serde(default)]
     pub deny: Vec<String>,
+    pub server_only_fields: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub max_inspected_body: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,8 @@ pub struct TenantSection {
     #[serde(default)]
     pub allow_anonymous: bool,
     pub close_on_session_expiry: Option<bool>,
+    /// Web origins allowed to call through the gateway from a browser (CORS).
+    pub allowed_origins: Option<Vec<String>>,
     pub token_cache_size: Option<u64>,
     pub session: Option<SessionSection>,
     pub limits: Option<LimitsSection>,

@@ -22,6 +22,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub upstream: UpstreamSettings,
     pub policy: Policy,
+    pub body: crate::body::BodyPolicy,
     pub tenants: Vec<TenantSettings>,
     pub redis: Option<RedisSettings>,
     pub audit: Option<crate::audit::AuditSettings>,
@@ -96,6 +97,9 @@ pub struct TenantSettings {
     pub session: Option<SessionSettings>,
     /// Also read the session from this cookie (any session type).
     pub cookie: Option<CookieSettings>,
+    /// CORS: exact web origins allowed to call from a browser; empty: no
+    /// CORS headers (and no Origin check).
+    pub allowed_origins: Vec<String>,
 }
 
 /// A tenant's session source, validated; built into a

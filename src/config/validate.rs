@@ -34,6 +34,9 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
     let server = server(&raw.server, &mut p);
     let upstream = upstream(&raw.upstream, &mut p);
     let policy = policy(&raw.policy, &mut p);
+    let body = policy
+        .as_ref()
+        .map(|pol| body_policy(&raw.policy, pol, &mut p));
 
     if raw.tenants.is_empty() {
         p.add("tenants: at least one [[tenants]] is required");
@@ -82,17 +85,20 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
         .and_then(|a| limits::audit(a, raw.redis.is_some(), base_dir, &mut p));
     let log = limits::log(&raw.log, &mut p);
 
-    match (server, upstream, policy) {
-        (Some(server), Some(upstream), Some(policy)) if p.0.is_empty() => Ok(Settings {
-            server,
-            upstream,
-            policy,
-            tenants,
-            redis,
-            audit,
-            log,
-            notices,
-        }),
+    match (server, upstream, policy, body) {
+        (Some(server), Some(upstream), Some(policy), Some(body)) if p.0.is_empty() => {
+            Ok(Settings {
+                server,
+                upstream,
+                policy,
+                body,
+                tenants,
+                redis,
+                audit,
+                log,
+                notices,
+            })
+        }
         _ => Err(ConfigErrors(p.0)),
     }
 }
@@ -194,6 +200,39 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
     })
 }
 
+fn body_policy(
+    s: &file::PolicySection,
+    policy: &Policy,
+    p: &mut Problems,
+) -> crate::body::BodyPolicy {
+    use crate::body::{BodyPolicy, ServerOnlyMode, MAX_INSPECTED_BODY};
+    let mut b = BodyPolicy::new(policy);
+    b.server_only = match s.server_only_fields.as_deref() {
+        None | Some("refuse") => ServerOnlyMode::Refuse,
+        Some("strip") => ServerOnlyMode::Strip,
+        Some("pass") => ServerOnlyMode::Pass,
+        Some(_) => {
+            p.add("policy.server_only_fields: must be \"refuse\", \"strip\" or \"pass\"");
+            ServerOnlyMode::Refuse
+        }
+    };
+    if let Some(n) = s.max_body_bytes {
+        if n == 0 {
+            p.add("policy.max_body_bytes: must be more than 0");
+        }
+        b.max_body_bytes = n;
+    }
+    if let Some(n) = s.max_inspected_body {
+        if n == 0 || n > MAX_INSPECTED_BODY {
+            p.add(format!(
+                "policy.max_inspected_body: must be 1 to {MAX_INSPECTED_BODY} bytes"
+            ));
+        }
+        b.max_inspected = n.min(MAX_INSPECTED_BODY);
+    }
+    b
+}
+
 fn policy(s: &file::PolicySection, p: &mut Problems) -> Option<Policy> {
     let unknown = match s.unknown_routes.as_deref() {
         None | Some("deny") => UnknownRoutes::Deny,
@@ -265,6 +304,12 @@ fn tenant(
             None
         }
     };
+    let allowed_origins = t.allowed_origins.clone().unwrap_or_default();
+    for o in &allowed_origins {
+        if let Err(e) = session::check_origin(o) {
+            p.add(format!("{name}.allowed_origins: \"{o}\": {e}"));
+        }
+    }
     let ttl = t.stream_token_ttl.unwrap_or(file::DEFAULT_STREAM_TOKEN_TTL);
     if ttl.as_secs() < 1 {
         p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
@@ -339,5 +384,6 @@ fn tenant(
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
         session,
         cookie,
+        allowed_origins,
     })
 }

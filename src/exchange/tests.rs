@@ -61,6 +61,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         max_connections_per_user: None,
         max_connections: None,
         cookie: None,
+        allowed_origins: Vec::new(),
         session: with_session.then(|| {
             crate::config::SessionSettings::Jwt(Box::new(
                 JwtVerifier::new(JwtOptions {

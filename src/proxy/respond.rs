@@ -8,9 +8,42 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::unix_now;
+use super::{unix_now, RequestCtx};
+use crate::cors;
 use crate::refusal::Refusal;
 use crate::websocket;
+
+/// `X-Request-Id`, and the CORS headers for an allowed origin, on any answer
+/// the gateway writes or relays.
+pub(super) fn add_common_headers(
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    preflight: bool,
+) -> Result<()> {
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some((origin, credentials)) = &ctx.cors {
+        for (name, value) in cors::headers(origin, *credentials, preflight) {
+            if name == "vary" {
+                resp.append_header(name, value)?;
+            } else {
+                resp.insert_header(name, value)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Answers a CORS preflight for an allowed origin: 204, not forwarded.
+pub(super) async fn respond_preflight(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(8))?;
+    add_common_headers(&mut resp, ctx, true)?;
+    resp.insert_header("content-length", "0")?;
+    if !session.is_body_empty() {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
 
 /// The IP as a header value, formatted on the stack (no String per request).
 pub(super) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
@@ -40,10 +73,10 @@ pub(super) async fn respond_websocket(
     session: &mut Session,
     key: &str,
     refusal: &Refusal,
-    request_id: &str,
+    ctx: &RequestCtx,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(101, Some(4))?;
-    resp.insert_header("x-request-id", request_id)?;
+    let mut resp = ResponseHeader::build(101, Some(8))?;
+    add_common_headers(&mut resp, ctx, false)?;
     resp.insert_header("upgrade", "websocket")?;
     resp.insert_header("connection", "Upgrade")?;
     resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
@@ -58,11 +91,11 @@ pub(super) async fn respond_websocket(
 pub(super) async fn respond(
     session: &mut Session,
     refusal: &Refusal,
-    request_id: &str,
+    ctx: &RequestCtx,
 ) -> Result<()> {
     let body: Bytes = refusal.body();
-    let mut resp = ResponseHeader::build(refusal.status(), Some(3))?;
-    resp.insert_header("x-request-id", request_id)?;
+    let mut resp = ResponseHeader::build(refusal.status(), Some(10))?;
+    add_common_headers(&mut resp, ctx, false)?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     let rate_limit = match refusal {

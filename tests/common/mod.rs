@@ -288,9 +288,18 @@ pub fn raw_request(
 /// Runs `stream-gateway check` on the standard config with `top_extra`
 /// appended; asserts it fails and returns its stderr.
 pub fn check_fails(top_extra: &str) -> String {
+    check_fails_with("", top_extra)
+}
+
+/// [`check_fails`] with `tenant_extra` in the `[[tenants]]` table.
+pub fn check_fails_tenant(tenant_extra: &str) -> String {
+    check_fails_with(tenant_extra, "")
+}
+
+fn check_fails_with(tenant_extra: &str, top_extra: &str) -> String {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("gateway.toml");
-    let config = gateway_config("http://127.0.0.1:1", "", top_extra)
+    let config = gateway_config("http://127.0.0.1:1", tenant_extra, top_extra)
         .replace("@LISTEN@", "127.0.0.1:1")
         .replace("@ADMIN@", "127.0.0.1:2");
     std::fs::write(&path, config).expect("write config");

@@ -231,7 +231,7 @@ pub(super) fn cookie(
 }
 
 /// An origin as browsers send it: `http(s)://host[:port]`, nothing after.
-fn check_origin(o: &str) -> Result<(), &'static str> {
+pub(super) fn check_origin(o: &str) -> Result<(), &'static str> {
     if o == "*" || o == "null" {
         return Err("a wildcard or null origin would let any site use the cookie");
     }
