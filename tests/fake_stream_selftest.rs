@@ -1246,4 +1246,39 @@ mod ws {
         let state: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(state["watcher_count"], 1);
     }
+
+    /// QueryChannels (the SDK's state recovery after a reconnect): the caller's
+    /// channels matching the filter, watched by the socket with `watch: true`.
+    #[tokio::test]
+    async fn query_channels_filters_and_watches() {
+        let fs = fake();
+        for (user, channel) in [("alice", "one"), ("alice", "two"), ("bob", "three")] {
+            let path = format!("/channels/messaging/{channel}/query");
+            assert_eq!(chat_post(&fs, &path, user, "", "{}").await.status(), 200);
+        }
+        let mut ws = connect(&fs, &connect_query(KEY, &user_token("alice"), "alice")).await;
+        let conn = next_json(&mut ws).await["connection_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = json!({
+            "filter_conditions": {"cid": {"$in": ["messaging:one", "messaging:three"]}},
+            "sort": [{"field": "last_message_at", "direction": -1}],
+            "state": true, "watch": true, "presence": false, "limit": 30,
+        });
+        let resp = chat_post(&fs, "/channels", "alice", &conn, &body.to_string()).await;
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let cids: Vec<_> = v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["channel"]["cid"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cids, ["messaging:one"], "bob's channel is not alice's");
+        assert_eq!(next_json(&mut ws).await["type"], "user.watching.start");
+        let resp = chat_post(&fs, "/channels", "alice", "", "{}").await;
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["channels"].as_array().unwrap().len(), 2);
+    }
 }

@@ -29,8 +29,9 @@
 //! that is not a websocket upgrade is served like any REST request.
 //!
 //! Chat (enough of Stream for the JS SDK's real code paths, per app, in memory):
-//! `POST /channels/{type}/{id}/query` (with `watch: true` and the socket's
-//! `connection_id`, the socket watches the channel), `POST .../message`,
+//! `POST /channels/{type}/{id}/query` and `POST /channels` (QueryChannels; with
+//! `watch: true` and the socket's `connection_id`, the socket watches the
+//! channels), `POST .../message`,
 //! `POST /messages/{id}/reaction` and `POST /channels/{type}/{id}/read` answer with
 //! the shapes the SDK parses (`ChannelAPIResponse`, `{message}`, `{message, reaction}`,
 //! `{event}`), and push `message.new`, `reaction.new`, `message.read` and
@@ -1240,6 +1241,7 @@ fn chat_route(shared: &Shared, req: &ChatRequest) -> Option<Result<serde_json::V
         .collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let result = match (req.method, segs.as_slice()) {
+        ("POST", ["channels"]) => query_channels(shared, req),
         ("POST", ["channels", kind, id, "query"]) => query_channel(shared, req, kind, id),
         ("POST", ["channels", kind, id, "message"]) => send_message(shared, req, kind, id),
         ("POST", ["channels", kind, id, "read"]) => mark_read(shared, req, kind, id),
@@ -1513,6 +1515,136 @@ fn channel_state(
     })
 }
 
+/// With `watch: true` in `body`: the request's `connection_id`, which must be a
+/// socket of the same user and app. `None` without `watch`.
+fn watching_connection(
+    chat: &Chat,
+    req: &ChatRequest,
+    body: &JsonMap,
+) -> Result<Option<String>, Refusal> {
+    if body.get("watch") != Some(&serde_json::Value::Bool(true)) {
+        return Ok(None);
+    }
+    let conn = req
+        .query_param("connection_id")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refuse(400, 4, "watch needs a connection_id query param"))?;
+    match chat.sockets.get(conn) {
+        Some(s) if s.api_key == req.api_key && s.user_id == req.user_id => {
+            Ok(Some(conn.to_string()))
+        }
+        Some(_) => Err(refuse(
+            403,
+            17,
+            format!("connection_id {conn:?} belongs to another user"),
+        )),
+        None => Err(refuse(400, 4, format!("connection_id {conn:?} not found"))),
+    }
+}
+
+/// Adds `conn` to the channel's watchers; pushes `user.watching.start` if new.
+fn start_watching(shared: &Shared, chat: &mut Chat, req: &ChatRequest, cid: &str, conn: &str) {
+    let key = (req.api_key.to_string(), cid.to_string());
+    let Some(ch) = chat.channels.get_mut(&key) else {
+        return;
+    };
+    if !ch.watchers.insert(conn.to_string()) {
+        return;
+    }
+    let ch = &chat.channels[&key];
+    let event = serde_json::json!({
+        "type": "user.watching.start",
+        "cid": cid,
+        "channel_id": ch.id,
+        "channel_type": ch.kind,
+        "user": chat.user(req.api_key, req.user_id),
+        "watcher_count": chat.watcher_count(ch),
+        "created_at": created_at(),
+    });
+    chat.push(shared, req.api_key, cid, &event);
+}
+
+/// Whether `value` passes a filter condition on a string field: `"x"`,
+/// `{"$eq": "x"}` or `{"$in": [...]}`; any other operator is not understood and
+/// passes.
+fn string_condition(cond: &serde_json::Value, value: &str) -> bool {
+    match cond {
+        serde_json::Value::String(s) => s == value,
+        serde_json::Value::Object(ops) => ops.iter().all(|(op, arg)| match op.as_str() {
+            "$eq" => arg == value,
+            "$in" => arg
+                .as_array()
+                .is_some_and(|xs| xs.iter().any(|x| x == value)),
+            _ => true,
+        }),
+        _ => true,
+    }
+}
+
+/// `POST /channels` (QueryChannels, which the SDK also uses to recover its watched
+/// channels after a reconnect): the caller's channels matching `filter_conditions`
+/// on `cid`, `type`, `id` and `members` (other conditions are ignored), newest
+/// message first; with `watch: true` the socket watches each of them.
+fn query_channels(shared: &Shared, req: &ChatRequest) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let mut chat = shared.chat.lock().unwrap();
+    let conn = watching_connection(&chat, req, &body)?;
+    let filter = match body.get("filter_conditions") {
+        None | Some(serde_json::Value::Null) => JsonMap::new(),
+        Some(serde_json::Value::Object(f)) => f.clone(),
+        Some(_) => return Err(refuse(400, 4, "filter_conditions must be an object")),
+    };
+    let limit = body
+        .get("limit")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(10, |l| l.min(30) as usize);
+    let message_limit = body
+        .get("message_limit")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(25, |l| l.min(300) as usize);
+    let mut found: Vec<(String, String)> = chat
+        .channels
+        .iter()
+        .filter(|((key, _), ch)| {
+            key == req.api_key
+                && ch.members.iter().any(|(u, _)| u == req.user_id)
+                && filter.iter().all(|(field, cond)| match field.as_str() {
+                    "cid" => string_condition(cond, &ch.cid()),
+                    "type" => string_condition(cond, &ch.kind),
+                    "id" => string_condition(cond, &ch.id),
+                    "members" => ch.members.iter().any(|(u, _)| string_condition(cond, u)),
+                    _ => true,
+                })
+        })
+        .map(|((_, cid), ch)| {
+            let last = ch
+                .messages
+                .last()
+                .and_then(|m| m["created_at"].as_str())
+                .unwrap_or(&ch.created_at)
+                .to_string();
+            (last, cid.clone())
+        })
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    found.truncate(limit);
+    let mut channels = Vec::new();
+    for (_, cid) in &found {
+        if let Some(conn) = &conn {
+            start_watching(shared, &mut chat, req, cid, conn);
+        }
+        let ch = &chat.channels[&(req.api_key.to_string(), cid.clone())];
+        channels.push(channel_state(
+            &chat,
+            req.api_key,
+            ch,
+            req.user_id,
+            message_limit,
+        ));
+    }
+    Ok(serde_json::json!({ "channels": channels }))
+}
+
 /// `POST /channels/{type}/{id}/query`: get or create, and with `watch: true` the
 /// request's `connection_id` (a socket of the same user) watches the channel.
 fn query_channel(
@@ -1523,49 +1655,17 @@ fn query_channel(
 ) -> Result<serde_json::Value, Refusal> {
     let body = json_body(req.body)?;
     let mut chat = shared.chat.lock().unwrap();
-    let watch = body.get("watch") == Some(&serde_json::Value::Bool(true));
-    let conn = if watch {
-        let conn = req
-            .query_param("connection_id")
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| refuse(400, 4, "watch needs a connection_id query param"))?;
-        match chat.sockets.get(conn) {
-            Some(s) if s.api_key == req.api_key && s.user_id == req.user_id => {}
-            Some(_) => {
-                return Err(refuse(
-                    403,
-                    17,
-                    format!("connection_id {conn:?} belongs to another user"),
-                ))
-            }
-            None => return Err(refuse(400, 4, format!("connection_id {conn:?} not found"))),
-        }
-        Some(conn.to_string())
-    } else {
-        None
-    };
+    let conn = watching_connection(&chat, req, &body)?;
     let limit = body
         .get("messages")
         .and_then(|m| m.get("limit"))
         .and_then(serde_json::Value::as_u64)
         .map_or(25, |l| l.min(300) as usize);
-    let ch = chat.channel_for(req.api_key, kind, id, req.user_id);
-    let cid = ch.cid();
-    let newly_watching = conn.is_some_and(|c| ch.watchers.insert(c));
-    let key = (req.api_key.to_string(), cid.clone());
-    if newly_watching {
-        let ch = &chat.channels[&key];
-        let event = serde_json::json!({
-            "type": "user.watching.start",
-            "cid": cid,
-            "channel_id": ch.id,
-            "channel_type": ch.kind,
-            "user": chat.user(req.api_key, req.user_id),
-            "watcher_count": chat.watcher_count(ch),
-            "created_at": created_at(),
-        });
-        chat.push(shared, req.api_key, &cid, &event);
+    let cid = chat.channel_for(req.api_key, kind, id, req.user_id).cid();
+    if let Some(conn) = &conn {
+        start_watching(shared, &mut chat, req, &cid, conn);
     }
+    let key = (req.api_key.to_string(), cid);
     Ok(channel_state(
         &chat,
         req.api_key,
