@@ -4,7 +4,9 @@
 #   - cmake (pingora's zlib-ng build), a C compiler, pkg-config
 #   - ca-certificates (upstream TLS verification uses the system CA store)
 #   - redis-server (integration tests start a real one: tests/common/redis.rs)
-# Rust itself (cargo, rustc) must already be installed (rustup).
+#   - chromium (Debian's, /usr/bin/chromium: tests/sdk_browser.rs drives it headless)
+# Rust itself (cargo, rustc) and Node.js 18+ with npm (tests/sdk: the official JS
+# SDK tests, which run `npm ci` themselves) must already be installed.
 # Exits non-zero with a message when something is missing and cannot be installed.
 set -euo pipefail
 
@@ -14,6 +16,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [[ -d /etc/ssl/certs ]] || need+=(ca-certificates)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
 
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]} (Debian packages)" >&2
@@ -28,3 +31,10 @@ if ((${#need[@]})); then
 fi
 
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo not found; install Rust with rustup first" >&2; exit 1; }
+node_hint="install Node.js 18 or newer with npm (Debian: apt-get install nodejs npm) and re-run"
+command -v node >/dev/null 2>&1 || { echo "setup: node not found; $node_hint" >&2; exit 1; }
+command -v npm >/dev/null 2>&1 || { echo "setup: npm not found; $node_hint" >&2; exit 1; }
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 18)); then
+  echo "setup: node $(node --version 2>/dev/null) is too old for the SDK tests; $node_hint" >&2; exit 1
+fi

@@ -64,10 +64,14 @@ async fn valid_user_token_is_accepted_and_recorded() {
         .unwrap();
     assert!((reset - (now() + 60)).abs() <= 2);
     let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["duration"], "0.42ms");
     assert_eq!(
-        body,
-        json!({"duration":"0.42ms","fake":{"method":"POST","path":"/channels/messaging/general/query","user_id":"alice","auth":"jwt","body_len":14}})
+        body["fake"],
+        json!({"method":"POST","path":"/channels/messaging/general/query","user_id":"alice","auth":"jwt","body_len":14})
     );
+    // A chat route: the channel, created by this first query.
+    assert_eq!(body["channel"]["cid"], "messaging:general");
+    assert_eq!(body["members"][0]["user_id"], "alice");
 
     let reqs = fs.requests();
     assert_eq!(reqs.len(), 1);
@@ -1055,5 +1059,226 @@ mod ws {
         let t = Instant::now();
         drop(fs);
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+
+    /// A chat POST as the SDK sends it: JSON body, `user_id` and `connection_id` in
+    /// the query.
+    async fn chat_post(
+        fs: &FakeStream,
+        path: &str,
+        user: &str,
+        connection_id: &str,
+        body: &str,
+    ) -> reqwest::Response {
+        client()
+            .post(format!(
+                "{}{path}?api_key={KEY}&user_id={user}&connection_id={connection_id}",
+                fs.url()
+            ))
+            .header("stream-auth-type", "jwt")
+            .header("authorization", user_token(user))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The next frame that is not a `user.watching.start`.
+    async fn next_chat_event(ws: &mut Ws) -> serde_json::Value {
+        loop {
+            let v = next_json(ws).await;
+            if v["type"] != "user.watching.start" {
+                return v;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn chat_watch_message_reaction_read_fan_out_to_watchers() {
+        let fs = fake();
+        let mut sockets = Vec::new();
+        for user in ["alice", "bob"] {
+            let mut ws = connect(&fs, &connect_query(KEY, &user_token(user), user)).await;
+            let hc = next_json(&mut ws).await;
+            assert_eq!(hc["me"]["mutes"], json!([]), "OwnUserResponse fields: {hc}");
+            let conn = hc["connection_id"].as_str().unwrap().to_string();
+            let resp = chat_post(
+                &fs,
+                "/channels/messaging/room/query",
+                user,
+                &conn,
+                r#"{"state":true,"watch":true,"presence":false}"#,
+            )
+            .await;
+            assert_eq!(resp.status(), 200);
+            let state: serde_json::Value = resp.json().await.unwrap();
+            assert_eq!(state["channel"]["cid"], "messaging:room");
+            assert_eq!(state["channel"]["config"]["read_events"], true);
+            assert_eq!(state["membership"]["user_id"], user);
+            sockets.push((user, conn, ws));
+        }
+        let (_, alice_conn, mut alice_ws) = sockets.remove(0);
+        let (_, bob_conn, mut bob_ws) = sockets.remove(0);
+
+        // Someone else's socket cannot watch.
+        let resp = chat_post(
+            &fs,
+            "/channels/messaging/room/query",
+            "carol",
+            &alice_conn,
+            r#"{"watch":true}"#,
+        )
+        .await;
+        assert_eq!(resp.status(), 403);
+
+        // A message: answered with the message, pushed to both watchers.
+        let resp = chat_post(
+            &fs,
+            "/channels/messaging/room/message",
+            "alice",
+            &alice_conn,
+            r#"{"message":{"text":"hi bob","custom_field":7}}"#,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let sent: serde_json::Value = resp.json().await.unwrap();
+        let msg = &sent["message"];
+        assert_eq!(msg["text"], "hi bob");
+        assert_eq!(msg["user"]["id"], "alice");
+        assert_eq!(msg["cid"], "messaging:room");
+        assert_eq!(msg["custom_field"], 7);
+        let id = msg["id"].as_str().unwrap().to_string();
+        for ws in [&mut alice_ws, &mut bob_ws] {
+            let ev = next_chat_event(ws).await;
+            assert_eq!(ev["type"], "message.new", "{ev}");
+            assert_eq!(ev["cid"], "messaging:room");
+            assert_eq!(ev["message"]["id"], id.as_str());
+            assert_eq!(ev["user"]["id"], "alice");
+        }
+        // The same id twice is refused.
+        let dup = format!(r#"{{"message":{{"id":"{id}","text":"again"}}}}"#);
+        let resp = chat_post(&fs, "/channels/messaging/room/message", "alice", "", &dup).await;
+        assert_eq!(resp.status(), 400);
+
+        // A reaction from bob.
+        let resp = chat_post(
+            &fs,
+            &format!("/messages/{id}/reaction"),
+            "bob",
+            &bob_conn,
+            r#"{"reaction":{"type":"love"}}"#,
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let reacted: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(reacted["reaction"]["user_id"], "bob");
+        assert_eq!(reacted["message"]["reaction_counts"]["love"], 1);
+        assert_eq!(reacted["message"]["own_reactions"][0]["type"], "love");
+        let ev = next_chat_event(&mut alice_ws).await;
+        assert_eq!(ev["type"], "reaction.new", "{ev}");
+        assert_eq!(ev["reaction"]["type"], "love");
+        assert_eq!(ev["message"]["own_reactions"], json!([]));
+        assert_eq!(next_chat_event(&mut bob_ws).await["type"], "reaction.new");
+        let resp = chat_post(
+            &fs,
+            "/messages/nope/reaction",
+            "bob",
+            &bob_conn,
+            r#"{"reaction":{"type":"love"}}"#,
+        )
+        .await;
+        assert_eq!(resp.status(), 404);
+
+        // Bob reads: answered with the event, pushed to the watchers.
+        let resp = chat_post(&fs, "/channels/messaging/room/read", "bob", &bob_conn, "{}").await;
+        assert_eq!(resp.status(), 200);
+        let read: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(read["event"]["type"], "message.read");
+        assert_eq!(read["event"]["last_read_message_id"], id.as_str());
+        let ev = next_chat_event(&mut alice_ws).await;
+        assert_eq!(ev["type"], "message.read", "{ev}");
+        assert_eq!(ev["user"]["id"], "bob");
+
+        // A later query has the message, the reaction and the read state.
+        let resp = chat_post(&fs, "/channels/messaging/room/query", "alice", "", "{}").await;
+        let state: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(state["messages"][0]["id"], id.as_str());
+        assert_eq!(
+            state["messages"][0]["latest_reactions"][0]["user_id"],
+            "bob"
+        );
+        assert_eq!(state["watcher_count"], 2);
+        let bob_read = state["read"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["user"]["id"] == "bob")
+            .unwrap();
+        assert_eq!(bob_read["unread_messages"], 0);
+
+        // Bad bodies are Stream input errors.
+        let resp = chat_post(
+            &fs,
+            "/channels/messaging/room/message",
+            "alice",
+            "",
+            "{nope",
+        )
+        .await;
+        assert_eq!(resp.status(), 400);
+        let resp = chat_post(&fs, "/channels/messaging/room/message", "alice", "", "{}").await;
+        assert_eq!(resp.status(), 400);
+
+        let pushed = fs.pushed();
+        assert!(pushed.iter().any(|p| p.user_id == "bob"
+            && p.connection_id == bob_conn
+            && p.event["type"] == "message.new"));
+
+        // A closed socket stops watching.
+        bob_ws.close(None).await.unwrap();
+        drop(bob_ws);
+        let deadline = Instant::now() + WAIT;
+        while fs.open_sockets() > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let resp = chat_post(&fs, "/channels/messaging/room/query", "alice", "", "{}").await;
+        let state: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(state["watcher_count"], 1);
+    }
+
+    /// QueryChannels (the SDK's state recovery after a reconnect): the caller's
+    /// channels matching the filter, watched by the socket with `watch: true`.
+    #[tokio::test]
+    async fn query_channels_filters_and_watches() {
+        let fs = fake();
+        for (user, channel) in [("alice", "one"), ("alice", "two"), ("bob", "three")] {
+            let path = format!("/channels/messaging/{channel}/query");
+            assert_eq!(chat_post(&fs, &path, user, "", "{}").await.status(), 200);
+        }
+        let mut ws = connect(&fs, &connect_query(KEY, &user_token("alice"), "alice")).await;
+        let conn = next_json(&mut ws).await["connection_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let body = json!({
+            "filter_conditions": {"cid": {"$in": ["messaging:one", "messaging:three"]}},
+            "sort": [{"field": "last_message_at", "direction": -1}],
+            "state": true, "watch": true, "presence": false, "limit": 30,
+        });
+        let resp = chat_post(&fs, "/channels", "alice", &conn, &body.to_string()).await;
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        let cids: Vec<_> = v["channels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["channel"]["cid"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(cids, ["messaging:one"], "bob's channel is not alice's");
+        assert_eq!(next_json(&mut ws).await["type"], "user.watching.start");
+        let resp = chat_post(&fs, "/channels", "alice", "", "{}").await;
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["channels"].as_array().unwrap().len(), 2);
     }
 }

@@ -28,6 +28,19 @@
 //! `{"type":"fake.tick","n":k}` (k = 1, 2, ...) every N ms. A `/connect` request
 //! that is not a websocket upgrade is served like any REST request.
 //!
+//! Chat (enough of Stream for the JS SDK's real code paths, per app, in memory):
+//! `POST /channels/{type}/{id}/query` and `POST /channels` (QueryChannels; with
+//! `watch: true` and the socket's `connection_id`, the socket watches the
+//! channels), `POST .../message`,
+//! `POST /messages/{id}/reaction` and `POST /channels/{type}/{id}/read` answer with
+//! the shapes the SDK parses (`ChannelAPIResponse`, `{message}`, `{message, reaction}`,
+//! `{event}`), and push `message.new`, `reaction.new`, `message.read` and
+//! `user.watching.start` to every socket watching the channel (the sender's too, as
+//! Stream does). Simplifications: every channel exists (the first request on it
+//! creates it) and every user who touches a channel becomes a member. These answers
+//! keep the `fake` description object of the generic answer. Events pushed are
+//! recorded ([`FakeStream::pushed`]).
+//!
 //! The server runs on its own std::thread with its own tokio runtime, so it works
 //! from sync tests and outlives any `#[tokio::test]` runtime.
 
@@ -151,6 +164,15 @@ impl Recorded {
     }
 }
 
+/// One event the fake pushed to an accepted `/connect` socket.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    /// The socket's `connection_id` and user.
+    pub connection_id: String,
+    pub user_id: String,
+    pub event: serde_json::Value,
+}
+
 /// Stream's error body: `{"code","message","StatusCode","duration","more_info","details"}`.
 pub fn stream_error_json(code: i64, status: u16, msg: &str) -> serde_json::Value {
     serde_json::json!({
@@ -222,6 +244,7 @@ pub struct FakeStream {
     pub addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     open_sockets: Arc<AtomicUsize>,
+    pushed: Arc<Mutex<Vec<Pushed>>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -232,6 +255,10 @@ struct Shared {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     /// Accepted `/connect` sockets currently open.
     open_sockets: Arc<AtomicUsize>,
+    /// Channels, messages and the open sockets that events are pushed to.
+    chat: Mutex<Chat>,
+    /// Every event pushed to a socket.
+    pushed: Arc<Mutex<Vec<Pushed>>>,
 }
 
 impl FakeStream {
@@ -246,6 +273,7 @@ impl FakeStream {
         let bind = bind.to_string();
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let open_sockets = Arc::new(AtomicUsize::new(0));
+        let pushed = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::new(Shared {
             apps: apps
                 .iter()
@@ -253,6 +281,8 @@ impl FakeStream {
                 .collect(),
             recorded: recorded.clone(),
             open_sockets: open_sockets.clone(),
+            chat: Mutex::new(Chat::default()),
+            pushed: pushed.clone(),
         });
         let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<SocketAddr>>();
         let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
@@ -311,6 +341,7 @@ impl FakeStream {
             addr,
             recorded,
             open_sockets,
+            pushed,
             shutdown: Some(shutdown_tx),
             thread: Some(thread),
         }
@@ -349,9 +380,15 @@ impl FakeStream {
         self.recorded.lock().unwrap().clone()
     }
 
-    /// Forgets the recorded requests.
+    /// Forgets the recorded requests and pushed events.
     pub fn clear(&self) {
         self.recorded.lock().unwrap().clear();
+        self.pushed.lock().unwrap().clear();
+    }
+
+    /// A snapshot of every event pushed to a socket so far, in order.
+    pub fn pushed(&self) -> Vec<Pushed> {
+        self.pushed.lock().unwrap().clone()
     }
 
     /// Polls until at least `n` requests were recorded or `timeout` passes; returns the
@@ -416,9 +453,9 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
         method: parts.method.as_str().to_string(),
         path: path.clone(),
         raw_query,
-        query,
+        query: query.clone(),
         headers,
-        body,
+        body: body.clone(),
         auth: verdict
             .as_ref()
             .map(Clone::clone)
@@ -467,16 +504,35 @@ async fn handle(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
         StreamAuth::Server { .. } => (serde_json::Value::Null, "server"),
         StreamAuth::Anonymous => (serde_json::Value::Null, "anonymous"),
     };
-    let json = serde_json::json!({
-        "duration": "0.42ms",
-        "fake": {
-            "method": parts.method.as_str(),
-            "path": path,
-            "user_id": user_id,
-            "auth": kind,
-            "body_len": body_len,
-        }
+    let fake = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": path,
+        "user_id": user_id,
+        "auth": kind,
+        "body_len": body_len,
     });
+    let mut json = serde_json::json!({"duration": "0.42ms"});
+    if let StreamAuth::User { user_id, .. } = &auth {
+        let api_key = query
+            .iter()
+            .find(|(k, _)| k == "api_key")
+            .map_or("", |(_, v)| v.as_str());
+        let req = ChatRequest {
+            method: parts.method.as_str(),
+            path: &path,
+            query: &query,
+            body: &body,
+            api_key,
+            user_id,
+        };
+        match chat_route(&shared, &req) {
+            Some(Ok(answer)) => json = answer,
+            Some(Err(r)) => return error_response(r.status, r.code, &r.reason),
+            None => {}
+        }
+    }
+    json["duration"] = "0.42ms".into();
+    json["fake"] = fake;
     let mut bytes = serde_json::to_vec(&json).expect("serialize");
     let gzip = header_str(&parts.headers, "x-fake-gzip").map(str::trim) == Some("1");
     if gzip {
@@ -528,6 +584,10 @@ async fn connect(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
     };
     let (raw_query, query, headers) = describe(&parts);
     let verdict = check_connect(&shared.apps, &query);
+    let api_key = query
+        .iter()
+        .find(|(k, _)| k == "api_key")
+        .map_or_else(String::new, |(_, v)| v.clone());
     shared.recorded.lock().unwrap().push(Recorded {
         method: parts.method.as_str().to_string(),
         path: parts.uri.path().to_string(),
@@ -543,7 +603,9 @@ async fn connect(shared: Arc<Shared>, req: Request<Body>) -> Response<Body> {
     let mut resp = upgrade
         .on_upgrade(move |socket| async move {
             match verdict {
-                Ok((_, user_id, payload)) => serve_socket(shared, socket, user_id, payload).await,
+                Ok((_, user_id, payload)) => {
+                    serve_socket(shared, socket, api_key, user_id, payload).await
+                }
                 Err(r) => refuse_socket(socket, r).await,
             }
         })
@@ -688,6 +750,7 @@ impl Drop for OpenGuard {
 async fn serve_socket(
     shared: Arc<Shared>,
     mut ws: WebSocket,
+    api_key: String,
     user_id: String,
     payload: serde_json::Value,
 ) {
@@ -695,11 +758,26 @@ async fn serve_socket(
     let _guard = OpenGuard(shared.open_sockets.clone());
 
     let connection_id = new_connection_id();
+    // Registered for event fan-out; unregistered (and removed from every channel's
+    // watchers) when this task ends.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<String>();
+    shared.chat.lock().unwrap().sockets.insert(
+        connection_id.clone(),
+        ChatSocket {
+            api_key,
+            user_id: user_id.clone(),
+            tx: events_tx,
+        },
+    );
+    let _registered = SocketRegistration {
+        shared: shared.clone(),
+        connection_id: connection_id.clone(),
+    };
     let hello = serde_json::json!({
         "type": "health.check",
         "connection_id": connection_id,
         "cid": "*",
-        "me": {"id": user_id, "role": "user"},
+        "me": own_user(&user_id),
         "created_at": created_at(),
     });
     if ws
@@ -753,6 +831,11 @@ async fn serve_socket(
                 close_1000(ws).await;
                 return;
             }
+            Some(event) = events.recv() => {
+                if ws.send(Message::Text(event.into())).await.is_err() {
+                    return;
+                }
+            }
             _ = tick_opt(&mut ticker) => {
                 ticks += 1;
                 let tick = serde_json::json!({"type": "fake.tick", "n": ticks});
@@ -778,6 +861,32 @@ async fn tick_opt(ticker: &mut Option<tokio::time::Interval>) {
         }
         None => std::future::pending().await,
     }
+}
+
+/// `OwnUserResponse` for a freshly connected user: the spec's required fields (the
+/// SDK copies `mutes` and `channel_mutes` into its state).
+fn own_user(user_id: &str) -> serde_json::Value {
+    let now = created_at();
+    serde_json::json!({
+        "id": user_id,
+        "role": "user",
+        "custom": {},
+        "language": "",
+        "teams": [],
+        "created_at": now,
+        "updated_at": now,
+        "banned": false,
+        "online": true,
+        "invisible": false,
+        "devices": [],
+        "mutes": [],
+        "channel_mutes": [],
+        "blocked_user_ids": [],
+        "unread_count": 0,
+        "total_unread_count": 0,
+        "unread_channels": 0,
+        "unread_threads": 0,
+    })
 }
 
 /// The JS client's heartbeat: a JSON array whose first element has
@@ -1039,4 +1148,755 @@ fn hex(c: u8) -> Option<u8> {
         b'A'..=b'F' => Some(c - b'A' + 10),
         _ => None,
     }
+}
+
+// ---------------------------------------------------------------------------
+// Chat: channels, messages, reactions, reads and the event fan-out to sockets.
+
+/// An accepted socket, as the event fan-out sees it.
+struct ChatSocket {
+    api_key: String,
+    user_id: String,
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+/// Unregisters a socket (and its watches) when its task ends.
+struct SocketRegistration {
+    shared: Arc<Shared>,
+    connection_id: String,
+}
+
+impl Drop for SocketRegistration {
+    fn drop(&mut self) {
+        let mut chat = self.shared.chat.lock().unwrap_or_else(|e| e.into_inner());
+        chat.sockets.remove(&self.connection_id);
+        for ch in chat.channels.values_mut() {
+            ch.watchers.remove(&self.connection_id);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Chat {
+    /// connection_id -> socket
+    sockets: HashMap<String, ChatSocket>,
+    /// (api_key, cid) -> channel
+    channels: HashMap<(String, String), ChatChannel>,
+    /// (api_key, message id) -> cid
+    message_cids: HashMap<(String, String), String>,
+}
+
+struct ChatChannel {
+    kind: String,
+    id: String,
+    created_by: String,
+    created_at: String,
+    /// (user id, joined at), in join order.
+    members: Vec<(String, String)>,
+    /// connection ids of the sockets watching the channel.
+    watchers: std::collections::BTreeSet<String>,
+    /// Messages as stored (without the reaction fields, computed per viewer).
+    messages: Vec<serde_json::Value>,
+    /// message id -> reactions, oldest first.
+    reactions: HashMap<String, Vec<serde_json::Value>>,
+    /// user id -> read state.
+    reads: HashMap<String, ReadState>,
+}
+
+struct ReadState {
+    last_read: String,
+    last_read_message_id: Option<String>,
+    /// How many of the channel's messages (in order) the user has read.
+    read_count: usize,
+}
+
+/// A REST request with a valid user token, as the chat routes see it.
+struct ChatRequest<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a [(String, String)],
+    body: &'a [u8],
+    api_key: &'a str,
+    user_id: &'a str,
+}
+
+impl ChatRequest<'_> {
+    fn query_param(&self, k: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(name, _)| name == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type JsonMap = serde_json::Map<String, serde_json::Value>;
+
+/// The chat routes; `None` for any other request (served by the generic answer).
+fn chat_route(shared: &Shared, req: &ChatRequest) -> Option<Result<serde_json::Value, Refusal>> {
+    let segs: Vec<String> = req
+        .path
+        .trim_start_matches('/')
+        .split('/')
+        .map(decode_path_segment)
+        .collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let result = match (req.method, segs.as_slice()) {
+        ("POST", ["channels"]) => query_channels(shared, req),
+        ("POST", ["channels", kind, id, "query"]) => query_channel(shared, req, kind, id),
+        ("POST", ["channels", kind, id, "message"]) => send_message(shared, req, kind, id),
+        ("POST", ["channels", kind, id, "read"]) => mark_read(shared, req, kind, id),
+        ("POST", ["messages", id, "reaction"]) => send_reaction(shared, req, id),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// Percent-decoding of one path segment (`+` stays a plus).
+fn decode_path_segment(s: &str) -> String {
+    decode_component(&s.replace('+', "%2B"))
+}
+
+/// The request body as a JSON object; an empty body is `{}`.
+fn json_body(body: &[u8]) -> Result<JsonMap, Refusal> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(JsonMap::new());
+    }
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(refuse(400, 4, "request body must be a JSON object")),
+        Err(e) => Err(refuse(400, 4, format!("request body is not JSON: {e}"))),
+    }
+}
+
+impl Chat {
+    /// The channel, created on first use; `user_id` becomes a member.
+    fn channel_for(
+        &mut self,
+        api_key: &str,
+        kind: &str,
+        id: &str,
+        user_id: &str,
+    ) -> &mut ChatChannel {
+        let ch = self
+            .channels
+            .entry((api_key.to_string(), format!("{kind}:{id}")))
+            .or_insert_with(|| ChatChannel {
+                kind: kind.to_string(),
+                id: id.to_string(),
+                created_by: user_id.to_string(),
+                created_at: created_at(),
+                members: Vec::new(),
+                watchers: Default::default(),
+                messages: Vec::new(),
+                reactions: HashMap::new(),
+                reads: HashMap::new(),
+            });
+        if !ch.members.iter().any(|(u, _)| u == user_id) {
+            ch.members.push((user_id.to_string(), created_at()));
+        }
+        ch
+    }
+
+    fn online(&self, api_key: &str, user_id: &str) -> bool {
+        self.sockets
+            .values()
+            .any(|s| s.api_key == api_key && s.user_id == user_id)
+    }
+
+    fn user(&self, api_key: &str, user_id: &str) -> serde_json::Value {
+        serde_json::json!({
+            "id": user_id,
+            "role": "user",
+            "banned": false,
+            "online": self.online(api_key, user_id),
+        })
+    }
+
+    /// Sends `event` to every socket watching `(api_key, cid)` and records it.
+    fn push(&self, shared: &Shared, api_key: &str, cid: &str, event: &serde_json::Value) {
+        let Some(ch) = self.channels.get(&(api_key.to_string(), cid.to_string())) else {
+            return;
+        };
+        let text = event.to_string();
+        for conn in &ch.watchers {
+            if let Some(s) = self.sockets.get(conn) {
+                if s.tx.send(text.clone()).is_ok() {
+                    shared.pushed.lock().unwrap().push(Pushed {
+                        connection_id: conn.clone(),
+                        user_id: s.user_id.clone(),
+                        event: event.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn watcher_count(&self, ch: &ChatChannel) -> usize {
+        let users: std::collections::BTreeSet<&str> = ch
+            .watchers
+            .iter()
+            .filter_map(|c| self.sockets.get(c).map(|s| s.user_id.as_str()))
+            .collect();
+        users.len()
+    }
+}
+
+impl ChatChannel {
+    fn cid(&self) -> String {
+        format!("{}:{}", self.kind, self.id)
+    }
+
+    /// A message with its reaction fields; `own_reactions` are `viewer`'s (none for
+    /// events, as Stream sends them).
+    fn message_view(&self, msg: &serde_json::Value, viewer: Option<&str>) -> serde_json::Value {
+        let mut m = msg.clone();
+        let id = msg["id"].as_str().unwrap_or_default();
+        let reactions = self.reactions.get(id).map(Vec::as_slice).unwrap_or(&[]);
+        let mut counts = JsonMap::new();
+        let mut scores = JsonMap::new();
+        let mut groups = JsonMap::new();
+        for r in reactions {
+            let kind = r["type"].as_str().unwrap_or_default().to_string();
+            let score = r["score"].as_i64().unwrap_or(1);
+            let count = counts.get(&kind).and_then(|v| v.as_i64()).unwrap_or(0) + 1;
+            let sum = scores.get(&kind).and_then(|v| v.as_i64()).unwrap_or(0) + score;
+            counts.insert(kind.clone(), count.into());
+            scores.insert(kind.clone(), sum.into());
+            let first = groups
+                .get(&kind)
+                .and_then(|g| g["first_reaction_at"].as_str().map(str::to_string))
+                .unwrap_or_else(|| r["created_at"].as_str().unwrap_or_default().to_string());
+            groups.insert(
+                kind,
+                serde_json::json!({
+                    "count": count,
+                    "sum_scores": sum,
+                    "first_reaction_at": first,
+                    "last_reaction_at": r["created_at"],
+                }),
+            );
+        }
+        let latest: Vec<_> = reactions.iter().rev().take(10).cloned().collect();
+        let own: Vec<_> = match viewer {
+            Some(v) => reactions
+                .iter()
+                .filter(|r| r["user_id"] == v)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        m["latest_reactions"] = latest.into();
+        m["own_reactions"] = own.into();
+        m["reaction_counts"] = counts.into();
+        m["reaction_scores"] = scores.into();
+        m["reaction_groups"] = if groups.is_empty() {
+            serde_json::Value::Null
+        } else {
+            groups.into()
+        };
+        m
+    }
+}
+
+/// `config` of every channel type: what the SDK reads (read events on, delivery
+/// events off, so it sends no `/channels/delivered`).
+fn channel_config(kind: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": kind,
+        "typing_events": true,
+        "read_events": true,
+        "delivery_events": false,
+        "connect_events": true,
+        "search": true,
+        "reactions": true,
+        "replies": true,
+        "quotes": true,
+        "mutes": true,
+        "uploads": true,
+        "url_enrichment": false,
+        "custom_events": true,
+        "push_notifications": false,
+        "reminders": false,
+        "polls": false,
+        "shared_locations": false,
+        "mark_messages_pending": false,
+        "message_retention": "infinite",
+        "max_message_length": 5000,
+        "automod": "disabled",
+        "automod_behavior": "flag",
+        "commands": [],
+    })
+}
+
+const OWN_CAPABILITIES: &[&str] = &[
+    "connect-events",
+    "delete-own-message",
+    "quote-message",
+    "read-events",
+    "send-message",
+    "send-reaction",
+    "send-reply",
+    "send-typing-events",
+    "typing-events",
+    "update-own-message",
+    "upload-file",
+];
+
+/// `ChannelAPIResponse` for `viewer`.
+fn channel_state(
+    chat: &Chat,
+    api_key: &str,
+    ch: &ChatChannel,
+    viewer: &str,
+    limit: usize,
+) -> serde_json::Value {
+    let member = |(user, joined): &(String, String)| {
+        serde_json::json!({
+            "user_id": user,
+            "user": chat.user(api_key, user),
+            "role": "member",
+            "channel_role": "channel_member",
+            "created_at": joined,
+            "updated_at": joined,
+            "banned": false,
+            "shadow_banned": false,
+            "notifications_muted": false,
+        })
+    };
+    let start = ch.messages.len().saturating_sub(limit);
+    let messages: Vec<_> = ch.messages[start..]
+        .iter()
+        .map(|m| ch.message_view(m, Some(viewer)))
+        .collect();
+    let read: Vec<_> = ch
+        .members
+        .iter()
+        .map(|(user, _)| {
+            let state = ch.reads.get(user);
+            let read_count = state.map_or(0, |r| r.read_count);
+            let unread = ch.messages[read_count.min(ch.messages.len())..]
+                .iter()
+                .filter(|m| m["user"]["id"] != user.as_str())
+                .count();
+            serde_json::json!({
+                "user": chat.user(api_key, user),
+                "last_read": state.map_or(ch.created_at.as_str(), |r| r.last_read.as_str()),
+                "last_read_message_id": state.and_then(|r| r.last_read_message_id.clone()),
+                "unread_messages": unread,
+            })
+        })
+        .collect();
+    let watchers: std::collections::BTreeSet<&str> = ch
+        .watchers
+        .iter()
+        .filter_map(|c| chat.sockets.get(c).map(|s| s.user_id.as_str()))
+        .collect();
+    serde_json::json!({
+        "channel": {
+            "id": ch.id,
+            "type": ch.kind,
+            "cid": ch.cid(),
+            "created_at": ch.created_at,
+            "updated_at": ch.created_at,
+            "created_by": chat.user(api_key, &ch.created_by),
+            "frozen": false,
+            "disabled": false,
+            "member_count": ch.members.len(),
+            "config": channel_config(&ch.kind),
+            "own_capabilities": OWN_CAPABILITIES,
+        },
+        "messages": messages,
+        "pinned_messages": [],
+        "members": ch.members.iter().map(member).collect::<Vec<_>>(),
+        "membership": ch.members.iter().find(|(u, _)| u == viewer).map(member),
+        "read": read,
+        "watcher_count": watchers.len(),
+        "watchers": watchers.iter().map(|u| chat.user(api_key, u)).collect::<Vec<_>>(),
+    })
+}
+
+/// With `watch: true` in `body`: the request's `connection_id`, which must be a
+/// socket of the same user and app. `None` without `watch`.
+fn watching_connection(
+    chat: &Chat,
+    req: &ChatRequest,
+    body: &JsonMap,
+) -> Result<Option<String>, Refusal> {
+    if body.get("watch") != Some(&serde_json::Value::Bool(true)) {
+        return Ok(None);
+    }
+    let conn = req
+        .query_param("connection_id")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| refuse(400, 4, "watch needs a connection_id query param"))?;
+    match chat.sockets.get(conn) {
+        Some(s) if s.api_key == req.api_key && s.user_id == req.user_id => {
+            Ok(Some(conn.to_string()))
+        }
+        Some(_) => Err(refuse(
+            403,
+            17,
+            format!("connection_id {conn:?} belongs to another user"),
+        )),
+        None => Err(refuse(400, 4, format!("connection_id {conn:?} not found"))),
+    }
+}
+
+/// Adds `conn` to the channel's watchers; pushes `user.watching.start` if new.
+fn start_watching(shared: &Shared, chat: &mut Chat, req: &ChatRequest, cid: &str, conn: &str) {
+    let key = (req.api_key.to_string(), cid.to_string());
+    let Some(ch) = chat.channels.get_mut(&key) else {
+        return;
+    };
+    if !ch.watchers.insert(conn.to_string()) {
+        return;
+    }
+    let ch = &chat.channels[&key];
+    let event = serde_json::json!({
+        "type": "user.watching.start",
+        "cid": cid,
+        "channel_id": ch.id,
+        "channel_type": ch.kind,
+        "user": chat.user(req.api_key, req.user_id),
+        "watcher_count": chat.watcher_count(ch),
+        "created_at": created_at(),
+    });
+    chat.push(shared, req.api_key, cid, &event);
+}
+
+/// Whether `value` passes a filter condition on a string field: `"x"`,
+/// `{"$eq": "x"}` or `{"$in": [...]}`; any other operator is not understood and
+/// passes.
+fn string_condition(cond: &serde_json::Value, value: &str) -> bool {
+    match cond {
+        serde_json::Value::String(s) => s == value,
+        serde_json::Value::Object(ops) => ops.iter().all(|(op, arg)| match op.as_str() {
+            "$eq" => arg == value,
+            "$in" => arg
+                .as_array()
+                .is_some_and(|xs| xs.iter().any(|x| x == value)),
+            _ => true,
+        }),
+        _ => true,
+    }
+}
+
+/// `POST /channels` (QueryChannels, which the SDK also uses to recover its watched
+/// channels after a reconnect): the caller's channels matching `filter_conditions`
+/// on `cid`, `type`, `id` and `members` (other conditions are ignored), newest
+/// message first; with `watch: true` the socket watches each of them.
+fn query_channels(shared: &Shared, req: &ChatRequest) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let mut chat = shared.chat.lock().unwrap();
+    let conn = watching_connection(&chat, req, &body)?;
+    let filter = match body.get("filter_conditions") {
+        None | Some(serde_json::Value::Null) => JsonMap::new(),
+        Some(serde_json::Value::Object(f)) => f.clone(),
+        Some(_) => return Err(refuse(400, 4, "filter_conditions must be an object")),
+    };
+    let limit = body
+        .get("limit")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(10, |l| l.min(30) as usize);
+    let message_limit = body
+        .get("message_limit")
+        .and_then(serde_json::Value::as_u64)
+        .map_or(25, |l| l.min(300) as usize);
+    let mut found: Vec<(String, String)> = chat
+        .channels
+        .iter()
+        .filter(|((key, _), ch)| {
+            key == req.api_key
+                && ch.members.iter().any(|(u, _)| u == req.user_id)
+                && filter.iter().all(|(field, cond)| match field.as_str() {
+                    "cid" => string_condition(cond, &ch.cid()),
+                    "type" => string_condition(cond, &ch.kind),
+                    "id" => string_condition(cond, &ch.id),
+                    "members" => ch.members.iter().any(|(u, _)| string_condition(cond, u)),
+                    _ => true,
+                })
+        })
+        .map(|((_, cid), ch)| {
+            let last = ch
+                .messages
+                .last()
+                .and_then(|m| m["created_at"].as_str())
+                .unwrap_or(&ch.created_at)
+                .to_string();
+            (last, cid.clone())
+        })
+        .collect();
+    found.sort_by(|a, b| b.cmp(a));
+    found.truncate(limit);
+    let mut channels = Vec::new();
+    for (_, cid) in &found {
+        if let Some(conn) = &conn {
+            start_watching(shared, &mut chat, req, cid, conn);
+        }
+        let ch = &chat.channels[&(req.api_key.to_string(), cid.clone())];
+        channels.push(channel_state(
+            &chat,
+            req.api_key,
+            ch,
+            req.user_id,
+            message_limit,
+        ));
+    }
+    Ok(serde_json::json!({ "channels": channels }))
+}
+
+/// `POST /channels/{type}/{id}/query`: get or create, and with `watch: true` the
+/// request's `connection_id` (a socket of the same user) watches the channel.
+fn query_channel(
+    shared: &Shared,
+    req: &ChatRequest,
+    kind: &str,
+    id: &str,
+) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let mut chat = shared.chat.lock().unwrap();
+    let conn = watching_connection(&chat, req, &body)?;
+    let limit = body
+        .get("messages")
+        .and_then(|m| m.get("limit"))
+        .and_then(serde_json::Value::as_u64)
+        .map_or(25, |l| l.min(300) as usize);
+    let cid = chat.channel_for(req.api_key, kind, id, req.user_id).cid();
+    if let Some(conn) = &conn {
+        start_watching(shared, &mut chat, req, &cid, conn);
+    }
+    let key = (req.api_key.to_string(), cid);
+    Ok(channel_state(
+        &chat,
+        req.api_key,
+        &chat.channels[&key],
+        req.user_id,
+        limit,
+    ))
+}
+
+/// `POST /channels/{type}/{id}/message`: stores the message, answers `{message}` and
+/// pushes `message.new`.
+fn send_message(
+    shared: &Shared,
+    req: &ChatRequest,
+    kind: &str,
+    id: &str,
+) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let mut msg = match body.get("message") {
+        Some(serde_json::Value::Object(m)) => m.clone(),
+        _ => return Err(refuse(400, 4, "message is a required object")),
+    };
+    let text = msg
+        .get("text")
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string();
+    let attachments = msg
+        .get("attachments")
+        .and_then(|a| a.as_array())
+        .cloned()
+        .unwrap_or_default();
+    if text.is_empty() && attachments.is_empty() {
+        return Err(refuse(400, 4, "message needs text or attachments"));
+    }
+    let claimed = msg
+        .get("user_id")
+        .or_else(|| msg.get("user").and_then(|u| u.get("id")));
+    if let Some(claimed) = claimed {
+        if claimed != req.user_id {
+            return Err(refuse(
+                403,
+                17,
+                format!("message user {claimed} is not the token's user"),
+            ));
+        }
+    }
+    let mut chat = shared.chat.lock().unwrap();
+    let message_id = match msg.get("id").and_then(|v| v.as_str()) {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => new_connection_id(),
+    };
+    let key = (req.api_key.to_string(), message_id.clone());
+    if chat.message_cids.contains_key(&key) {
+        return Err(refuse(
+            400,
+            4,
+            format!("a message with id {message_id:?} already exists"),
+        ));
+    }
+    let user = chat.user(req.api_key, req.user_id);
+    let now = created_at();
+    let cid = format!("{kind}:{id}");
+    msg.remove("user_id");
+    for (k, v) in [
+        ("id", serde_json::json!(message_id)),
+        ("text", serde_json::json!(text)),
+        ("html", serde_json::json!(format!("<p>{text}</p>\n"))),
+        ("type", serde_json::json!("regular")),
+        ("user", user.clone()),
+        ("cid", serde_json::json!(cid)),
+        ("attachments", serde_json::json!(attachments)),
+        ("mentioned_users", serde_json::json!([])),
+        ("reply_count", serde_json::json!(0)),
+        ("deleted_reply_count", serde_json::json!(0)),
+        ("silent", serde_json::json!(false)),
+        ("pinned", serde_json::json!(false)),
+        ("shadowed", serde_json::json!(false)),
+        ("created_at", serde_json::json!(now)),
+        ("updated_at", serde_json::json!(now)),
+    ] {
+        msg.insert(k.to_string(), v);
+    }
+    let stored = serde_json::Value::Object(msg);
+    let ch = chat.channel_for(req.api_key, kind, id, req.user_id);
+    ch.messages.push(stored.clone());
+    let own_view = ch.message_view(&stored, Some(req.user_id));
+    let event_view = ch.message_view(&stored, None);
+    let (channel_id, channel_type) = (ch.id.clone(), ch.kind.clone());
+    let members = ch.members.len();
+    chat.message_cids.insert(key, cid.clone());
+    let watcher_count = chat.watcher_count(&chat.channels[&(req.api_key.to_string(), cid.clone())]);
+    let event = serde_json::json!({
+        "type": "message.new",
+        "cid": cid,
+        "channel_id": channel_id,
+        "channel_type": channel_type,
+        "message_id": message_id,
+        "message": event_view,
+        "user": user,
+        "watcher_count": watcher_count,
+        "channel_member_count": members,
+        "created_at": now,
+    });
+    chat.push(shared, req.api_key, &cid, &event);
+    Ok(serde_json::json!({ "message": own_view }))
+}
+
+/// `POST /messages/{id}/reaction`: answers `{message, reaction}` and pushes
+/// `reaction.new`.
+fn send_reaction(
+    shared: &Shared,
+    req: &ChatRequest,
+    message_id: &str,
+) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let mut reaction = match body.get("reaction") {
+        Some(serde_json::Value::Object(r)) => r.clone(),
+        _ => return Err(refuse(400, 4, "reaction is a required object")),
+    };
+    let kind = match reaction.get("type").and_then(|t| t.as_str()) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => return Err(refuse(400, 4, "reaction.type is required")),
+    };
+    let enforce_unique = body.get("enforce_unique") == Some(&serde_json::Value::Bool(true));
+    let mut chat = shared.chat.lock().unwrap();
+    let cid = chat
+        .message_cids
+        .get(&(req.api_key.to_string(), message_id.to_string()))
+        .cloned()
+        .ok_or_else(|| refuse(404, 16, format!("message with id {message_id:?} not found")))?;
+    let user = chat.user(req.api_key, req.user_id);
+    let now = created_at();
+    reaction.remove("user");
+    for (k, v) in [
+        ("message_id", serde_json::json!(message_id)),
+        ("user_id", serde_json::json!(req.user_id)),
+        ("user", user.clone()),
+        ("type", serde_json::json!(kind)),
+        (
+            "score",
+            serde_json::json!(reaction.get("score").and_then(|s| s.as_i64()).unwrap_or(1)),
+        ),
+        ("created_at", serde_json::json!(now)),
+        ("updated_at", serde_json::json!(now)),
+    ] {
+        reaction.insert(k.to_string(), v);
+    }
+    let reaction = serde_json::Value::Object(reaction);
+    let key = (req.api_key.to_string(), cid.clone());
+    let ch = chat
+        .channels
+        .get_mut(&key)
+        .expect("message's channel exists");
+    let list = ch.reactions.entry(message_id.to_string()).or_default();
+    list.retain(|r| r["user_id"] != req.user_id || (!enforce_unique && r["type"] != kind.as_str()));
+    list.push(reaction.clone());
+    let stored = ch
+        .messages
+        .iter()
+        .find(|m| m["id"] == message_id)
+        .cloned()
+        .expect("message is stored");
+    let own_view = ch.message_view(&stored, Some(req.user_id));
+    let event = serde_json::json!({
+        "type": "reaction.new",
+        "cid": cid,
+        "channel_id": ch.id,
+        "channel_type": ch.kind,
+        "message_id": message_id,
+        "message": ch.message_view(&stored, None),
+        "reaction": reaction,
+        "user": user,
+        "created_at": now,
+    });
+    chat.push(shared, req.api_key, &cid, &event);
+    Ok(serde_json::json!({ "message": own_view, "reaction": reaction }))
+}
+
+/// `POST /channels/{type}/{id}/read`: marks the channel read up to `message_id` (or
+/// its last message), answers `{event}` and pushes that `message.read` event.
+fn mark_read(
+    shared: &Shared,
+    req: &ChatRequest,
+    kind: &str,
+    id: &str,
+) -> Result<serde_json::Value, Refusal> {
+    let body = json_body(req.body)?;
+    let wanted = match body.get("message_id") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(m)) => Some(m.clone()),
+        Some(_) => return Err(refuse(400, 4, "message_id must be a string")),
+    };
+    let mut chat = shared.chat.lock().unwrap();
+    let user = chat.user(req.api_key, req.user_id);
+    let now = created_at();
+    let ch = chat.channel_for(req.api_key, kind, id, req.user_id);
+    let read_count = match &wanted {
+        Some(m) => {
+            ch.messages
+                .iter()
+                .position(|x| x["id"] == m.as_str())
+                .ok_or_else(|| refuse(404, 16, format!("message with id {m:?} not found")))?
+                + 1
+        }
+        None => ch.messages.len(),
+    };
+    let last_read_message_id = wanted.or_else(|| {
+        ch.messages
+            .last()
+            .and_then(|m| m["id"].as_str())
+            .map(str::to_string)
+    });
+    ch.reads.insert(
+        req.user_id.to_string(),
+        ReadState {
+            last_read: now.clone(),
+            last_read_message_id: last_read_message_id.clone(),
+            read_count,
+        },
+    );
+    let cid = ch.cid();
+    let event = serde_json::json!({
+        "type": "message.read",
+        "cid": cid,
+        "channel_id": ch.id,
+        "channel_type": ch.kind,
+        "user": user,
+        "last_read_message_id": last_read_message_id,
+        "created_at": now,
+    });
+    chat.push(shared, req.api_key, &cid, &event);
+    Ok(serde_json::json!({ "event": event }))
 }

@@ -8,6 +8,7 @@ pub mod fake_idp;
 pub mod fake_stream;
 pub mod gateway;
 pub mod redis;
+pub mod sdk;
 pub mod ws;
 
 pub use fake_stream::{stream_error_json, FakeStream, Recorded, StreamAuth};
