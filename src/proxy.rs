@@ -708,7 +708,13 @@ impl ProxyHttp for GatewayProxy {
         let Some(refusal) = refusal.filter(|_| at_boundary) else {
             return Ok(None);
         };
-        let frames = websocket::refusal_frames(&refusal);
+        // Expired: close 1001 so the SDK reconnects and refreshes its token.
+        // Revoked: 1000, final: the SDK must not come back with it.
+        let close_code = match refusal {
+            Refusal::SessionExpired => 1001,
+            _ => 1000,
+        };
+        let frames = websocket::error_then_close(&refusal, close_code);
         let mut out =
             bytes::BytesMut::with_capacity(frames.len() + body.as_ref().map_or(0, Bytes::len));
         if let Some(data) = body.as_ref() {

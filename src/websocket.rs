@@ -35,6 +35,15 @@ pub fn accept_key(key: &str) -> String {
 /// `{"error": <Stream error>}`, then a close frame with code 1000.
 /// Server-to-client frames are not masked.
 pub fn refusal_frames(refusal: &Refusal) -> Bytes {
+    error_then_close(refusal, 1000)
+}
+
+/// The error frame, then a close frame with `code`. An already open socket
+/// whose session expired is closed with 1001: the JS SDK treats 1000 as
+/// final (no reconnect, and it keeps reporting itself healthy), while any
+/// other code makes it reconnect, meet code 40 at the handshake, call its
+/// `tokenProvider` and carry on.
+pub fn error_then_close(refusal: &Refusal, code: u16) -> Bytes {
     let body = refusal.body();
     let mut text = BytesMut::with_capacity(body.len() + 12);
     text.put_slice(b"{\"error\":");
@@ -42,7 +51,7 @@ pub fn refusal_frames(refusal: &Refusal) -> Bytes {
     text.put_slice(b"}");
     let mut out = BytesMut::with_capacity(text.len() + 16);
     frame(&mut out, 0x1, &text);
-    frame(&mut out, 0x8, &1000u16.to_be_bytes());
+    frame(&mut out, 0x8, &code.to_be_bytes());
     out.freeze()
 }
 

@@ -227,12 +227,19 @@ async function main() {
     message_user: carolSent?.message?.user?.id ?? null,
   };
   check(providerCalls.carol >= 2, `carol's tokenProvider called again (calls: ${providerCalls.carol})`);
-  // Carol's socket: the gateway closed it when her session expired. Does an event
-  // still reach her (has the SDK reconnected)? Reported, not checked here.
-  const bobText = `bob after carol's refresh (${Date.now()})`;
-  const carolGetsBob = eventArrives(carol, 'message.new', (e) => e.message?.text === bobText, 3000);
-  await chB.sendMessage({ text: bobText });
-  result.token_refresh.carol_socket_events_after_expiry = await carolGetsBob;
+  // Carol's socket: the gateway closed it (code 40, then close 1001) when her session
+  // expired. The SDK must reconnect (with a fresh token from the provider) and get
+  // events again; its reconnect back-off is random, so keep trying for up to 30 s.
+  let carolGotEvents = false;
+  const deadline = Date.now() + 30000;
+  // Bob reacts (reactions are not under the SendMessage limit), a new type each try.
+  for (let i = 0; !carolGotEvents && Date.now() < deadline; i++) {
+    const type = `wave${i}`;
+    const carolGetsBob = eventArrives(carol, 'reaction.new', (e) => e.reaction?.type === type, 2000);
+    await chB.sendReaction(carolSent.message.id, { type });
+    carolGotEvents = await carolGetsBob;
+  }
+  result.token_refresh.carol_socket_events_after_expiry = carolGotEvents;
   result.token_refresh.carol_socket_healthy_flag = carol.wsConnection?.isHealthy ?? null;
 
   step = 'disconnect';
