@@ -272,6 +272,17 @@ mod tests {
             body(json!({"message": {"text": "hi", "user_id": "boss"}})),
             Some("message.user_id".into())
         );
+        let draft = t
+            .rules("POST", &path_template("/channels/{type}/{id}/draft"))
+            .unwrap();
+        assert_eq!(
+            find(
+                &json!({"message": {"text": "x", "html": "<i>"}}),
+                draft,
+                Location::Body
+            ),
+            Some("message.html".into())
+        );
         let watch = t
             .rules("POST", &path_template("/channels/{type}/{id}/query"))
             .unwrap();

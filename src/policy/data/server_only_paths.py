@@ -20,8 +20,12 @@ import sys
 
 ref_dir = sys.argv[1]
 specs = []
+# Server-side specs first; the client-side ones only for operations no
+# server-side spec has (the schema's place in the body is the same; its
+# server-only fields come from server-only-fields.tsv either way).
 for name in ["spec/chat-openapi.json", "spec/moderation-openapi.json",
-             "spec/v2/chat-serverside-api.json"]:
+             "spec/v2/chat-serverside-api.json", "spec/chat-openapi-clientside.json",
+             "spec/v2/chat-clientside-api.json"]:
     with open(os.path.join(ref_dir, name)) as f:
         specs.append(json.load(f))
 
