@@ -22,13 +22,22 @@
 //! - [`limits`]: local rate limits (governor) per user, IP and tenant.
 //! - [`quota`]: per-tenant quotas shared through Redis.
 //! - [`connections`]: concurrent websocket caps (per user, per tenant).
-//! - [`exchange`]: the per-request decision, free of pingora.
+//! - [`exchange`]: the per-request decision, free of pingora, and the
+//!   reloadable routing (tenants + policy + body policy).
+//! - [`cors`]: per-tenant allowed origins, preflights.
+//! - [`body`]: body size cap and server-only fields (table derived from
+//!   Stream's specs).
+//! - [`audit`]: audit records, bounded queue, stdout/file/Redis sinks.
+//! - [`metrics`]: the Prometheus registry served on `/metrics`.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation.
-//! - [`upstream`]: the upstream peer, TLS, timeouts, DNS refresh.
+//! - [`upstream`]: the upstream peer, TLS, timeouts, DNS refresh, the
+//!   kill-switch stream of websocket connections.
 //! - [`websocket`]: `/connect` payload checks and Stream-style socket refusals.
-//! - [`admin`]: `/healthz` and `/readyz`.
-//! - [`server`]: assembling the pingora server from settings.
+//! - [`admin`]: `/healthz`, `/readyz` and `/metrics`.
+//! - [`server`]: assembling the pingora server from settings; background
+//!   services (JWKS refresh, revocation poll, socket sweep, audit writer,
+//!   SIGHUP reload).
 
 #![forbid(unsafe_code)]
 
