@@ -25,6 +25,10 @@ use tokio::sync::{mpsc, Notify};
 use crate::metrics;
 use crate::redis_conn::Redis;
 
+/// How long the writer waits for more records before writing a batch that
+/// is not full (bounds how late a record reaches its sink, plus the write).
+const GATHER: Duration = Duration::from_millis(5);
+
 /// One audited request or websocket session.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Record {
@@ -194,6 +198,18 @@ impl AuditWriter {
                 n = self.rx.recv_many(&mut batch, self.settings.batch) => {
                     if n == 0 {
                         return;
+                    }
+                    // Under load, gather a fuller batch: one write (or one
+                    // XADD pipeline) per few milliseconds instead of one per
+                    // record keeps the writer off the CPU the proxy needs.
+                    if batch.len() < self.settings.batch {
+                        tokio::time::sleep(GATHER).await;
+                        while batch.len() < self.settings.batch {
+                            match self.rx.try_recv() {
+                                Ok(r) => batch.push(r),
+                                Err(_) => break,
+                            }
+                        }
                     }
                 }
                 _ = self.reopen.notified() => {
