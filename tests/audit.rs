@@ -42,14 +42,7 @@ fn read_records(path: &std::path::Path, n: usize) -> Vec<Value> {
 }
 
 async fn metrics(gw: &Gateway) -> String {
-    client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    metrics_text(gw).await
 }
 
 /// The value of the sample whose line starts with `prefix` (name and labels).

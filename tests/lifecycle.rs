@@ -226,14 +226,7 @@ async fn sighup_reloads_tenants_and_policy_and_refuses_a_broken_config() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_gateway_refusal(globex().await.unwrap(), 403, 17).await;
-    let metrics = client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     assert!(
         metrics.contains("stream_gateway_config_reloads_total{result=\"ok\"} 1"),
         "{metrics}"

@@ -38,6 +38,16 @@ async fn readyz(gw: &Gateway) -> (u16, serde_json::Value) {
     (status, r.json().await.unwrap_or(json!(null)))
 }
 
+async fn wait_ready(gw: &Gateway, secs: u64, what: &str) {
+    eventually(
+        Duration::from_secs(secs),
+        Duration::from_millis(50),
+        what,
+        || async { readyz(gw).await.0 == 200 },
+    )
+    .await;
+}
+
 fn idp_claims(idp: &FakeIdp, sub: &str) -> serde_json::Value {
     json!({
         "sub": sub, "iss": idp.issuer(), "aud": "chat", "tenant": "acme",
@@ -71,14 +81,7 @@ async fn jwks_sessions_wait_for_keys_then_verify_rotate_and_refuse() {
 
     // Provider back: the gateway becomes ready by itself (retry with backoff).
     idp.set_mode(IdpMode::Serve);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while readyz(&gw).await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready 15 s after the provider came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&gw, 15, "not ready after the provider came back").await;
     let resp = get(&gw, &format!("Bearer {token}")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(last_user(&fake), "alice");
@@ -136,14 +139,7 @@ async fn jwks_sessions_wait_for_keys_then_verify_rotate_and_refuse() {
 
     // Fetches are counted in the metrics: the failing ones at start, the
     // first load and the rotation.
-    let metrics = client()
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&gw).await;
     let count = |result: &str| -> f64 {
         let prefix =
             format!("stream_gateway_jwks_refreshes_total{{result=\"{result}\",tenant=\"acme\"}} ");
@@ -162,11 +158,7 @@ async fn jwks_keys_found_by_openid_discovery() {
     let idp = FakeIdp::start(jwks(&[&ec])).await;
     let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
     let gw = Gateway::start(&config(&fake.url(), &jwks_session(&idp, ""), ""));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&gw).await.0 != 200 {
-        assert!(Instant::now() < deadline, "keys not loaded by discovery");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&gw, 10, "keys not loaded by discovery").await;
     assert!(idp.discovery_hits() >= 1);
     let resp = get(&gw, &ec.sign(&idp_claims(&idp, "carol"))).await;
     assert_eq!(resp.status(), 200);
@@ -241,14 +233,13 @@ async fn opaque_redis_sessions_map_to_users_and_end_with_40() {
     assert!(fake.requests().is_empty());
     redis.restart();
     redis.command(&["SET", "session:s-alice", alice, "EX", "60"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&gw, "s-alice").await.status() != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "sessions not served after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        "sessions not served after Redis came back",
+        || async { get(&gw, "s-alice").await.status() == 200 },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -448,12 +439,5 @@ async fn readyz_follows_redis_when_sessions_live_there() {
     assert_eq!(status, 503, "{body}");
     assert!(body["reason"].as_str().unwrap().contains("redis"), "{body}");
     redis.restart();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while readyz(&gw).await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready again after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&gw, 10, "not ready again after Redis came back").await;
 }

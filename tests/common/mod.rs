@@ -231,6 +231,35 @@ api_secret = "{STREAM_SECRET}"
     )
 }
 
+/// The gateway's `/metrics` text.
+pub async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body")
+}
+
+/// Polls `check` every `every` until it is true; panics with `what` after
+/// `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, every: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} (still not after {timeout:?})"
+        );
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// `GET /app?api_key=API_KEY` with `Authorization: <token>`.
 pub async fn get_app(gw: &Gateway, token: &str) -> reqwest::Response {
     client()
