@@ -23,6 +23,11 @@ use crate::session::{JwksVerifier, SessionSource};
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
 
+/// Default `server.grace_period`.
+pub const DEFAULT_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+/// Default `server.graceful_shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Read buffer of each client connection (pingora's default is 64 KiB).
 pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
@@ -52,11 +57,23 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     if let Some(p) = &settings.server.upgrade_sock {
         conf.upgrade_sock = p.clone();
     }
-    conf.grace_period_seconds = settings.server.grace_period.map(|d| d.as_secs());
-    conf.graceful_shutdown_timeout_seconds = settings
-        .server
-        .graceful_shutdown_timeout
-        .map(|d| d.as_secs());
+    // pingora's defaults (300 s of grace, waited in full) are far longer
+    // than a chat gateway's requests: sockets are closed at once, REST
+    // requests take milliseconds to seconds.
+    conf.grace_period_seconds = Some(
+        settings
+            .server
+            .grace_period
+            .unwrap_or(DEFAULT_GRACE_PERIOD)
+            .as_secs(),
+    );
+    conf.graceful_shutdown_timeout_seconds = Some(
+        settings
+            .server
+            .graceful_shutdown_timeout
+            .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT)
+            .as_secs(),
+    );
 
     let opt = Opt {
         upgrade: flags.upgrade,

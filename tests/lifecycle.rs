@@ -286,3 +286,23 @@ async fn sighup_reopens_the_audit_file_after_it_was_moved() {
         "nothing more went to the moved file"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_default_timeouts_exits_within_fifteen_seconds() {
+    // No grace_period / graceful_shutdown_timeout in the config: the
+    // gateway's defaults (10 s + 5 s), not pingora's 300 s.
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let mut gw = Gateway::start(&gateway_config(&fake.url(), "", ""));
+    assert_eq!(get_app(&gw, &session_for("alice")).await.status(), 200);
+    let sent = Instant::now();
+    gw.signal("TERM");
+    let status = gw
+        .wait_exit(Duration::from_secs(20))
+        .expect("still running 20 s after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(17),
+        "took {:?}",
+        sent.elapsed()
+    );
+}
