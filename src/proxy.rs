@@ -15,24 +15,22 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::audit::{self, AuditLog};
-use crate::body::{self, Location, ServerOnlyMode};
 use crate::connections::ConnectionGuard;
 use crate::cors::{self, Cors};
 use crate::exchange::{Exchange, Forward, ForwardAuth};
-use crate::limits::RequestKind;
-use crate::metrics;
-use crate::policy::Decision;
-use crate::quota::{QuotaError, SharedQuotas};
+use crate::quota::SharedQuotas;
 use crate::refusal::Refusal;
-use crate::revocation::{CloseReason, SocketEntry, SocketRegistry};
+use crate::revocation::{SocketEntry, SocketRegistry};
 use crate::upstream::Upstream;
-use crate::websocket::{self, FrameTracker};
+use crate::websocket::FrameTracker;
 
+mod admit;
+mod body_check;
+mod record;
 mod respond;
-use respond::{
-    add_common_headers, ip_header, is_websocket_upgrade, respond, respond_preflight,
-    respond_websocket,
-};
+mod socket_close;
+use record::{request_id, OpenSocketGauge};
+use respond::{add_common_headers, ip_header, is_websocket_upgrade, respond, respond_preflight};
 
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
@@ -110,351 +108,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-impl GatewayProxy {
-    /// After the exchange: the local rate limits, then the shared quota (a
-    /// request refused locally never costs a Redis call), then (sockets
-    /// only) a place under the connection caps, whose guard lives in the
-    /// context so it is released however the socket ends.
-    async fn admit(
-        &self,
-        forward: &Forward,
-        method: &str,
-        client_ip: Option<std::net::IpAddr>,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        let tenant = &forward.tenant;
-        let user = forward.user_id();
-        let kind = RequestKind {
-            method,
-            template: &forward.template,
-            operation: &forward.operation,
-        };
-        tenant
-            .limits
-            .check(user, client_ip, kind)
-            .map_err(Refusal::RateLimited)?;
-        if let Some(q) = &self.quotas {
-            match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
-                Ok(()) => {}
-                Err(QuotaError::Exceeded { limit, reset_at }) => {
-                    return Err(Refusal::QuotaExceeded { limit, reset_at })
-                }
-                Err(QuotaError::Unavailable) => return Err(Refusal::QuotaUnavailable),
-            }
-        }
-        if forward.websocket {
-            ctx.connection = Some(tenant.connections.acquire(user)?);
-            ctx.open_socket = Some(OpenSocketGauge::new(&tenant.id));
-            ctx.socket = Some(self.sockets.register(
-                &tenant.id,
-                forward.session.clone(),
-                tenant.close_on_session_expiry,
-            ));
-        }
-        Ok(())
-    }
-
-    /// The body policy: the size cap (from `Content-Length` here; chunked
-    /// bodies are counted as they stream, in `request_body_filter`), then,
-    /// for operations with server-only fields, the `payload` query document
-    /// and the JSON body (read ahead, at most `max_inspected_body` bytes,
-    /// then forwarded from pingora's read-ahead buffer, or rewritten when
-    /// fields are stripped).
-    async fn check_body(
-        &self,
-        session: &mut Session,
-        forward: &mut Forward,
-        ctx: &mut RequestCtx,
-    ) -> std::result::Result<(), Refusal> {
-        let routing = self.exchange.routing.load();
-        let bp = &routing.body;
-        ctx.body_limit = bp.max_body_bytes;
-        let req = session.req_header();
-        let content_length = req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if content_length.is_some_and(|n| n > bp.max_body_bytes) {
-            return Err(Refusal::PayloadTooLarge);
-        }
-        if bp.server_only == ServerOnlyMode::Pass {
-            return Ok(());
-        }
-        let Some(rules) = bp.fields.rules(req.method.as_str(), &forward.template) else {
-            return Ok(());
-        };
-        if rules.iter().any(|r| r.location == Location::Payload) {
-            self.check_payload(forward, rules, bp.server_only)?;
-        }
-        if !rules.iter().any(|r| r.location == Location::Body) || session.is_body_empty() {
-            return Ok(());
-        }
-        session.enable_retry_buffering();
-        let mut buf = bytes::BytesMut::new();
-        loop {
-            match session.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > bp.max_inspected {
-                        return Err(Refusal::PayloadTooLarge);
-                    }
-                    buf.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(_) => return Err(Refusal::BadRequest("could not read the request body")),
-            }
-        }
-        ctx.bytes_in = buf.len() as u64;
-        ctx.read_ahead = true;
-        if ctx.bytes_in > bp.max_body_bytes {
-            return Err(Refusal::PayloadTooLarge);
-        }
-        if buf.is_empty() {
-            return Ok(());
-        }
-        let mut doc: serde_json::Value = serde_json::from_slice(&buf)
-            .map_err(|_| Refusal::BadRequest("the request body is not valid JSON"))?;
-        match bp.server_only {
-            ServerOnlyMode::Refuse => match body::find(&doc, rules, Location::Body) {
-                Some(field) => Err(Refusal::ServerOnlyField(field)),
-                None => Ok(()),
-            },
-            ServerOnlyMode::Strip => {
-                if body::strip(&mut doc, rules, Location::Body) > 0 {
-                    let out = serde_json::to_vec(&doc).map_err(|_| Refusal::Internal)?;
-                    ctx.replacement_body = Some(Bytes::from(out));
-                }
-                Ok(())
-            }
-            ServerOnlyMode::Pass => Ok(()),
-        }
-    }
-
-    /// Server-only fields in the `payload` query document (GET queries).
-    fn check_payload(
-        &self,
-        forward: &mut Forward,
-        rules: &[body::FieldRule],
-        mode: ServerOnlyMode,
-    ) -> std::result::Result<(), Refusal> {
-        let Some((path, q)) = forward.path_and_query.split_once('?') else {
-            return Ok(());
-        };
-        let pairs = crate::query::parse(q).map_err(Refusal::BadRequest)?;
-        let Some(payload) = pairs.iter().find(|p| crate::query::is_key(p, "payload")) else {
-            return Ok(());
-        };
-        let mut doc: serde_json::Value = serde_json::from_str(&payload.value)
-            .map_err(|_| Refusal::BadRequest("the payload parameter is not valid JSON"))?;
-        match mode {
-            ServerOnlyMode::Refuse => match body::find(&doc, rules, Location::Payload) {
-                Some(field) => Err(Refusal::ServerOnlyField(field)),
-                None => Ok(()),
-            },
-            ServerOnlyMode::Strip => {
-                if body::strip(&mut doc, rules, Location::Payload) > 0 {
-                    let json = doc.to_string();
-                    let rebuilt = crate::query::rebuild(
-                        &pairs,
-                        |p| crate::query::is_key(p, "payload"),
-                        &[("payload", json.as_str())],
-                    );
-                    forward.path_and_query = format!("{path}?{rebuilt}");
-                }
-                Ok(())
-            }
-            ServerOnlyMode::Pass => Ok(()),
-        }
-    }
-
-    /// Answers a refusal (HTTP, or Stream-style on an upgraded socket).
-    async fn refuse(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        refusal: Refusal,
-        websocket: bool,
-    ) -> Result<bool> {
-        let key = session
-            .req_header()
-            .headers
-            .get("sec-websocket-key")
-            .and_then(|k| k.to_str().ok())
-            .map(str::to_string);
-        let out = match key {
-            Some(key) if websocket => respond_websocket(session, &key, &refusal, ctx).await,
-            _ => respond(session, &refusal, ctx).await,
-        };
-        ctx.bytes_out = refusal.body().len() as u64;
-        ctx.refusal = Some(refusal);
-        out.map(|()| true)
-    }
-
-    /// Builds the audit record of a finished request and counts it in the
-    /// metrics.
-    async fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let m = metrics::get();
-        let req = session.req_header();
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
-        // Tenant and route: from the decision, or (for a request refused by
-        // the exchange) looked up again, on the refusal path only.
-        use std::borrow::Cow;
-        let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
-            match &ctx.forward {
-                Some(f) => (
-                    Some(Arc::clone(&f.tenant)),
-                    Some(Cow::Borrowed(f.template.as_str())),
-                    Some(Cow::Borrowed(f.operation.as_str())),
-                ),
-                None => {
-                    let (route, operation) = match self
-                        .exchange
-                        .routing
-                        .load()
-                        .policy
-                        .decide(req.method.as_str(), req.uri.path())
-                    {
-                        Decision::Forward {
-                            template,
-                            operation,
-                            ..
-                        }
-                        | Decision::RefuseServerRoute {
-                            template,
-                            operation,
-                        } => (Some(Cow::Owned(template)), Some(Cow::Owned(operation))),
-                        _ => (None, None),
-                    };
-                    (self.exchange.tenant_of(req.uri.query()), route, operation)
-                }
-            };
-        let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
-        let decision = match (&ctx.refusal, e) {
-            (Some(r), _) => r.decision(),
-            (None, _) if ctx.preflight => "preflight",
-            (None, _) => "forwarded",
-        };
-        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
-        let status_label = status.to_string();
-        m.requests
-            .with_label_values(&[
-                tenant_id,
-                operation.as_deref().unwrap_or("-"),
-                decision,
-                &status_label,
-            ])
-            .inc();
-        if !websocket {
-            m.request_duration
-                .with_label_values(&[tenant_id, decision])
-                .observe(latency.as_secs_f64());
-        }
-        if let Some(d) = ctx.upstream_latency {
-            m.upstream_duration
-                .with_label_values(&[tenant_id])
-                .observe(d.as_secs_f64());
-        }
-        match &ctx.refusal {
-            Some(Refusal::RateLimited(l)) => m
-                .rate_limited
-                .with_label_values(&[tenant_id, l.which])
-                .inc(),
-            Some(Refusal::TooManyConnections) => m
-                .rate_limited
-                .with_label_values(&[tenant_id, "connections"])
-                .inc(),
-            Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => {
-                m.quota_exceeded.with_label_values(&[tenant_id]).inc()
-            }
-            Some(r) => {
-                if let Some(reason) = r.session_failure() {
-                    m.session_failures
-                        .with_label_values(&[tenant_id, reason])
-                        .inc();
-                }
-            }
-            None => {}
-        }
-        let Some(audit) = &self.audit else {
-            return;
-        };
-        let user_id = ctx
-            .forward
-            .as_ref()
-            .and_then(|f| f.user_id())
-            .map(str::to_string);
-        let record = audit::Record {
-            time: audit::now_rfc3339(),
-            kind: if websocket { "websocket" } else { "request" },
-            request_id: std::mem::take(&mut ctx.request_id),
-            tenant: tenant.map(|t| t.id.clone()),
-            user_id,
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-            method: req.method.as_str().to_string(),
-            route: route.map(Cow::into_owned),
-            operation: operation.map(Cow::into_owned),
-            decision,
-            code: ctx.refusal.as_ref().map(Refusal::code),
-            status,
-            upstream_status: ctx.upstream_status,
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            bytes_in: ctx.bytes_in,
-            bytes_out: ctx.bytes_out,
-            duration_ms: websocket.then_some(latency.as_millis() as u64),
-            frames_in: websocket.then(|| ctx.frames_in.frames()),
-            frames_out: websocket.then(|| ctx.frames.frames()),
-        };
-        match ctx.audit_permit.take() {
-            Some(permit) => audit.write_reserved(permit, record),
-            None => audit.write(record).await,
-        }
-    }
-}
-
-/// The request's id: the client's `X-Request-Id` when it is a sane token
-/// (1-128 of `A-Z a-z 0-9 - _ . :`), else a new one (process-random prefix
-/// and a counter: unique, not secret).
-fn request_id(req: &RequestHeader) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    if let Some(v) = req.headers.get("x-request-id") {
-        let b = v.as_bytes();
-        if !b.is_empty()
-            && b.len() <= 128
-            && b.iter()
-                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
-        {
-            // Checked ASCII above.
-            return String::from_utf8_lossy(b).into_owned();
-        }
-    }
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| ahash::RandomState::new().hash_one(std::process::id()));
-    format!(
-        "{prefix:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Counts one open websocket of a tenant in the metrics while it lives.
-struct OpenSocketGauge(prometheus::IntGauge);
-
-impl OpenSocketGauge {
-    fn new(tenant: &str) -> OpenSocketGauge {
-        let g = metrics::get().websockets_open.with_label_values(&[tenant]);
-        g.inc();
-        OpenSocketGauge(g)
-    }
-}
-
-impl Drop for OpenSocketGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
 }
 
 #[async_trait]
@@ -648,15 +301,9 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    /// Closes an open socket whose session has expired or been revoked,
-    /// with Stream's own protocol: an error frame (code 40 when expired, so
-    /// the SDK refreshes its token and reconnects) and a close frame.
-    ///
-    /// Two ways in: at the first frame boundary of Stream's traffic after
-    /// `exp` (a health check comes about every 30 s); or, sooner, when the
-    /// socket sweep (`server.rs`, every second) fires the socket's kill
-    /// switch and its upstream stream reads end-of-file: the frames are then
-    /// appended at the end of Stream's traffic.
+    /// Counts the bytes to the client and, on a websocket, closes it when
+    /// its session expired or was revoked, or the gateway shuts down
+    /// (`socket_close.rs`).
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -667,62 +314,7 @@ impl ProxyHttp for GatewayProxy {
         if let Some(b) = body.as_ref() {
             ctx.bytes_out += b.len() as u64;
         }
-        let Some(f) = &ctx.forward else {
-            return Ok(None);
-        };
-        if !f.websocket {
-            return Ok(None);
-        }
-        if ctx.expiry_closed {
-            *body = None;
-            return Error::e_explain(ConnectionClosed, "websocket closed by the gateway");
-        }
-        let at_boundary = match body.as_ref() {
-            Some(data) => ctx.frames.advance(data),
-            None => ctx.frames.at_boundary(),
-        };
-        let killed = ctx.socket.as_ref().and_then(|s| s.kill.reason());
-        if killed == Some(CloseReason::Shutdown) && end_of_stream {
-            // Going away: a close frame only, so the SDK reconnects.
-            let mut out = bytes::BytesMut::new();
-            if let Some(data) = body.as_ref() {
-                out.extend_from_slice(data);
-            }
-            if at_boundary {
-                out.extend_from_slice(&websocket::close_frame(1001));
-            }
-            *body = Some(out.freeze());
-            return Ok(None);
-        }
-        let refusal = match killed {
-            Some(CloseReason::Revoked) if end_of_stream => {
-                Some(Refusal::InvalidSession("session revoked"))
-            }
-            Some(CloseReason::Expired) if end_of_stream => Some(Refusal::SessionExpired),
-            _ => f
-                .session
-                .as_ref()
-                .filter(|s| f.tenant.close_on_session_expiry && unix_now() > s.expires_at)
-                .map(|_| Refusal::SessionExpired),
-        };
-        let Some(refusal) = refusal.filter(|_| at_boundary) else {
-            return Ok(None);
-        };
-        // Expired: close 1001 so the SDK reconnects and refreshes its token.
-        // Revoked: 1000, final: the SDK must not come back with it.
-        let close_code = match refusal {
-            Refusal::SessionExpired => 1001,
-            _ => 1000,
-        };
-        let frames = websocket::error_then_close(&refusal, close_code);
-        let mut out =
-            bytes::BytesMut::with_capacity(frames.len() + body.as_ref().map_or(0, Bytes::len));
-        if let Some(data) = body.as_ref() {
-            out.extend_from_slice(data);
-        }
-        out.extend_from_slice(&frames);
-        *body = Some(out.freeze());
-        ctx.expiry_closed = !end_of_stream;
+        socket_close::close_if_due(ctx, body, end_of_stream)?;
         Ok(None)
     }
 

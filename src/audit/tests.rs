@@ -1,0 +1,111 @@
+//! Audit sinks and the full-queue behaviour, without a gateway.
+use super::*;
+
+fn record(i: u64) -> Record {
+    Record {
+        time: now_rfc3339(),
+        kind: "request",
+        request_id: format!("r{i}"),
+        tenant: Some("acme".into()),
+        user_id: Some("alice".into()),
+        client_ip: Some("127.0.0.1".into()),
+        method: "GET".into(),
+        route: Some("/app".into()),
+        operation: Some("GetApp".into()),
+        decision: "forwarded",
+        code: None,
+        status: 200,
+        upstream_status: Some(200),
+        latency_ms: 1.5,
+        bytes_in: 0,
+        bytes_out: 10,
+        duration_ms: None,
+        frames_in: None,
+        frames_out: None,
+    }
+}
+
+#[tokio::test]
+async fn file_sink_rotates_by_size_and_reopens_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let settings = AuditSettings {
+        sink: Sink::File {
+            path: path.clone(),
+            max_bytes: 1_000,
+            keep: 2,
+        },
+        queue_size: 100,
+        on_full: OnFull::Block,
+        batch: 1,
+    };
+    let (log, writer) = channel(settings, None);
+    let task = tokio::spawn(writer.run());
+    for i in 0..40 {
+        log.write(record(i)).await;
+    }
+    // Moved away (as logrotate does), then reopened on request.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    std::fs::rename(&path, dir.path().join("moved.log")).unwrap();
+    log.reopen();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    log.write(record(99)).await;
+    drop(log);
+    task.await.unwrap();
+    let current = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(current.lines().count(), 1, "{current}");
+    assert!(current.contains("\"request_id\":\"r99\""));
+    let one = std::fs::read_to_string(dir.path().join("audit.log.1")).unwrap();
+    assert!(
+        one.len() as u64 <= 1_000 + 400,
+        "rotated at about max_bytes"
+    );
+    assert!(dir.path().join("audit.log.2").exists());
+    assert!(!dir.path().join("audit.log.3").exists(), "keep = 2");
+    for line in one.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["decision"], "forwarded");
+        assert!(
+            v.get("frames_in").is_none(),
+            "socket fields only for sockets"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_with_drop() {
+    let settings = AuditSettings {
+        sink: Sink::Stdout,
+        queue_size: 2,
+        on_full: OnFull::Drop,
+        batch: 10,
+    };
+    // No writer running: the queue fills after two records.
+    let (log, _writer) = channel(settings, None);
+    let before = metrics::get()
+        .audit_dropped
+        .with_label_values(&["stdout"])
+        .get();
+    for i in 0..5 {
+        log.write(record(i)).await;
+    }
+    let after = metrics::get()
+        .audit_dropped
+        .with_label_values(&["stdout"])
+        .get();
+    assert_eq!(after - before, 3);
+}
+
+#[tokio::test]
+async fn a_full_queue_blocks_with_block() {
+    let settings = AuditSettings {
+        sink: Sink::Stdout,
+        queue_size: 1,
+        on_full: OnFull::Block,
+        batch: 10,
+    };
+    let (log, _writer) = channel(settings, None);
+    log.write(record(1)).await;
+    let second = tokio::time::timeout(Duration::from_millis(200), log.write(record(2))).await;
+    assert!(second.is_err(), "the second write must wait for room");
+}

@@ -1,0 +1,81 @@
+//! The request phase after the exchange: local limits, the shared quota,
+//! the websocket caps; and answering a refusal.
+
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::record::OpenSocketGauge;
+use super::respond::{respond, respond_websocket};
+use super::{unix_now, GatewayProxy, RequestCtx};
+use crate::exchange::Forward;
+use crate::limits::RequestKind;
+use crate::quota::QuotaError;
+use crate::refusal::Refusal;
+
+impl GatewayProxy {
+    /// After the exchange: the local rate limits, then the shared quota (a
+    /// request refused locally never costs a Redis call), then (sockets
+    /// only) a place under the connection caps, whose guard lives in the
+    /// context so it is released however the socket ends.
+    pub(super) async fn admit(
+        &self,
+        forward: &Forward,
+        method: &str,
+        client_ip: Option<std::net::IpAddr>,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let tenant = &forward.tenant;
+        let user = forward.user_id();
+        let kind = RequestKind {
+            method,
+            template: &forward.template,
+            operation: &forward.operation,
+        };
+        tenant
+            .limits
+            .check(user, client_ip, kind)
+            .map_err(Refusal::RateLimited)?;
+        if let Some(q) = &self.quotas {
+            match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
+                Ok(()) => {}
+                Err(QuotaError::Exceeded { limit, reset_at }) => {
+                    return Err(Refusal::QuotaExceeded { limit, reset_at })
+                }
+                Err(QuotaError::Unavailable) => return Err(Refusal::QuotaUnavailable),
+            }
+        }
+        if forward.websocket {
+            ctx.connection = Some(tenant.connections.acquire(user)?);
+            ctx.open_socket = Some(OpenSocketGauge::new(&tenant.id));
+            ctx.socket = Some(self.sockets.register(
+                &tenant.id,
+                forward.session.clone(),
+                tenant.close_on_session_expiry,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Answers a refusal (HTTP, or Stream-style on an upgraded socket).
+    pub(super) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        refusal: Refusal,
+        websocket: bool,
+    ) -> Result<bool> {
+        let key = session
+            .req_header()
+            .headers
+            .get("sec-websocket-key")
+            .and_then(|k| k.to_str().ok())
+            .map(str::to_string);
+        let out = match key {
+            Some(key) if websocket => respond_websocket(session, &key, &refusal, ctx).await,
+            _ => respond(session, &refusal, ctx).await,
+        };
+        ctx.bytes_out = refusal.body().len() as u64;
+        ctx.refusal = Some(refusal);
+        out.map(|()| true)
+    }
+}

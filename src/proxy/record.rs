@@ -1,0 +1,180 @@
+//! After a request: its metrics and its audit record; and the request id
+//! and open-socket gauge the record and metrics rely on.
+
+use std::sync::Arc;
+
+use pingora::http::RequestHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use super::{GatewayProxy, RequestCtx};
+use crate::audit;
+use crate::metrics;
+use crate::policy::Decision;
+use crate::refusal::Refusal;
+
+impl GatewayProxy {
+    /// Builds the audit record of a finished request and counts it in the
+    /// metrics.
+    pub(super) async fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let m = metrics::get();
+        let req = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
+        // Tenant and route: from the decision, or (for a request refused by
+        // the exchange) looked up again, on the refusal path only.
+        use std::borrow::Cow;
+        let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
+            match &ctx.forward {
+                Some(f) => (
+                    Some(Arc::clone(&f.tenant)),
+                    Some(Cow::Borrowed(f.template.as_str())),
+                    Some(Cow::Borrowed(f.operation.as_str())),
+                ),
+                None => {
+                    let (route, operation) = match self
+                        .exchange
+                        .routing
+                        .load()
+                        .policy
+                        .decide(req.method.as_str(), req.uri.path())
+                    {
+                        Decision::Forward {
+                            template,
+                            operation,
+                            ..
+                        }
+                        | Decision::RefuseServerRoute {
+                            template,
+                            operation,
+                        } => (Some(Cow::Owned(template)), Some(Cow::Owned(operation))),
+                        _ => (None, None),
+                    };
+                    (self.exchange.tenant_of(req.uri.query()), route, operation)
+                }
+            };
+        let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
+        let decision = match (&ctx.refusal, e) {
+            (Some(r), _) => r.decision(),
+            (None, _) if ctx.preflight => "preflight",
+            (None, _) => "forwarded",
+        };
+        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
+        let status_label = status.to_string();
+        m.requests
+            .with_label_values(&[
+                tenant_id,
+                operation.as_deref().unwrap_or("-"),
+                decision,
+                &status_label,
+            ])
+            .inc();
+        if !websocket {
+            m.request_duration
+                .with_label_values(&[tenant_id, decision])
+                .observe(latency.as_secs_f64());
+        }
+        if let Some(d) = ctx.upstream_latency {
+            m.upstream_duration
+                .with_label_values(&[tenant_id])
+                .observe(d.as_secs_f64());
+        }
+        match &ctx.refusal {
+            Some(Refusal::RateLimited(l)) => m
+                .rate_limited
+                .with_label_values(&[tenant_id, l.which])
+                .inc(),
+            Some(Refusal::TooManyConnections) => m
+                .rate_limited
+                .with_label_values(&[tenant_id, "connections"])
+                .inc(),
+            Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => {
+                m.quota_exceeded.with_label_values(&[tenant_id]).inc()
+            }
+            Some(r) => {
+                if let Some(reason) = r.session_failure() {
+                    m.session_failures
+                        .with_label_values(&[tenant_id, reason])
+                        .inc();
+                }
+            }
+            None => {}
+        }
+        let Some(audit) = &self.audit else {
+            return;
+        };
+        let user_id = ctx
+            .forward
+            .as_ref()
+            .and_then(|f| f.user_id())
+            .map(str::to_string);
+        let record = audit::Record {
+            time: audit::now_rfc3339(),
+            kind: if websocket { "websocket" } else { "request" },
+            request_id: std::mem::take(&mut ctx.request_id),
+            tenant: tenant.map(|t| t.id.clone()),
+            user_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            method: req.method.as_str().to_string(),
+            route: route.map(Cow::into_owned),
+            operation: operation.map(Cow::into_owned),
+            decision,
+            code: ctx.refusal.as_ref().map(Refusal::code),
+            status,
+            upstream_status: ctx.upstream_status,
+            latency_ms: latency.as_secs_f64() * 1000.0,
+            bytes_in: ctx.bytes_in,
+            bytes_out: ctx.bytes_out,
+            duration_ms: websocket.then_some(latency.as_millis() as u64),
+            frames_in: websocket.then(|| ctx.frames_in.frames()),
+            frames_out: websocket.then(|| ctx.frames.frames()),
+        };
+        match ctx.audit_permit.take() {
+            Some(permit) => audit.write_reserved(permit, record),
+            None => audit.write(record).await,
+        }
+    }
+}
+
+/// The request's id: the client's `X-Request-Id` when it is a sane token
+/// (1-128 of `A-Z a-z 0-9 - _ . :`), else a new one (process-random prefix
+/// and a counter: unique, not secret).
+pub(super) fn request_id(req: &RequestHeader) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    if let Some(v) = req.headers.get("x-request-id") {
+        let b = v.as_bytes();
+        if !b.is_empty()
+            && b.len() <= 128
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            // Checked ASCII above.
+            return String::from_utf8_lossy(b).into_owned();
+        }
+    }
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| ahash::RandomState::new().hash_one(std::process::id()));
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Counts one open websocket of a tenant in the metrics while it lives.
+pub(super) struct OpenSocketGauge(prometheus::IntGauge);
+
+impl OpenSocketGauge {
+    pub(super) fn new(tenant: &str) -> OpenSocketGauge {
+        let g = metrics::get().websockets_open.with_label_values(&[tenant]);
+        g.inc();
+        OpenSocketGauge(g)
+    }
+}
+
+impl Drop for OpenSocketGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
