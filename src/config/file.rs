@@ -223,6 +223,8 @@ pub struct QuotaSection {
     pub requests_per_day: Option<u64>,
     pub user_requests_per_minute: Option<u64>,
     pub user_requests_per_day: Option<u64>,
+    /// Requests each instance takes from the tenant's counters at a time.
+    pub lease: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]

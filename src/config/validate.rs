@@ -67,6 +67,22 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.quota: shared quotas need a [redis] section"
             ));
         }
+        if let Some(q) = &t.quota {
+            match q.lease {
+                Some(0) => p.add(format!(
+                    "{name}.quota.lease: must be at least 1 (1: every request counted in Redis)"
+                )),
+                Some(n) if n > 1
+                    && q.requests_per_minute.unwrap_or(0) == 0
+                    && q.requests_per_day.unwrap_or(0) == 0 =>
+                {
+                    p.add(format!(
+                        "{name}.quota.lease: leases apply to requests_per_minute/day, and neither is set"
+                    ))
+                }
+                _ => {}
+            }
+        }
         if let Some(t) = tenant(
             &name,
             t,
@@ -373,6 +389,7 @@ fn tenant(
                 per_day: q.requests_per_day.filter(|n| *n > 0),
                 user_per_minute: q.user_requests_per_minute.filter(|n| *n > 0),
                 user_per_day: q.user_requests_per_day.filter(|n| *n > 0),
+                lease: q.lease.unwrap_or(1),
             }),
         per_tenant: rate(
             name,
