@@ -57,6 +57,16 @@ async fn alternate(a: &Gateway, b: &Gateway, n: usize) -> usize {
     ok
 }
 
+async fn readyz(gw: &Gateway) -> u16 {
+    client()
+        .get(format!("{}/readyz", gw.admin_url()))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .status()
+        .as_u16()
+}
+
 fn minute_key() -> String {
     format!("sg:quota:{{acme}}:m:{}", now() / 60)
 }
@@ -100,6 +110,8 @@ async fn cluster_revocations_and_opaque_sessions() {
         ),
     );
     let gw = Gateway::start(&cfg);
+    // Opaque sessions make serving depend on Redis: /readyz PINGs the cluster.
+    assert_eq!(readyz(&gw).await, 200);
 
     // Opaque session of tenant beta, kept in the cluster.
     let beta = |sid: &'static str| {
@@ -212,6 +224,8 @@ async fn sentinel_quota_is_exact_and_a_failover_is_followed() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // deny + quota: /readyz PINGs the master the sentinels name.
+    assert_eq!(readyz(&a).await, 200);
     let counted = setup.replica.command(&["GET", &minute_key()]);
     assert!(
         counted == "$1\r\n1\r\n" || counted == "$1\r\n2\r\n",
