@@ -209,7 +209,7 @@ fn revoke(path: Option<PathBuf>, args: RevokeArgs) -> ExitCode {
                 // A person is waiting, not a request: allow more than the
                 // per-request Redis timeout.
                 let timeout = redis.timeout.max(std::time::Duration::from_secs(5));
-                let conn = stream_gateway::redis_conn::Redis::new(&redis.url, timeout)?;
+                let conn = stream_gateway::redis_conn::Redis::connect(&redis.target, timeout)?;
                 revocation::write(&conn, &args.tenant, &target, args.lift, now).await
             })
         });

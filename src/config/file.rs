@@ -230,7 +230,17 @@ pub struct QuotaSection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    pub url: String,
+    /// `"single"` (default), `"sentinel"` or `"cluster"`.
+    pub mode: Option<String>,
+    /// single: the server. cluster: one seed node (or use `nodes`).
+    /// sentinel: only the master's credentials and db.
+    pub url: Option<String>,
+    /// cluster: seed node URLs.
+    pub nodes: Option<Vec<String>>,
+    /// sentinel: sentinel URLs.
+    pub sentinels: Option<Vec<String>>,
+    /// sentinel: the name the sentinels monitor the master under.
+    pub master_name: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub on_redis_error: Option<String>,

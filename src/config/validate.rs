@@ -17,6 +17,7 @@ use crate::policy::{Policy, Rule, UnknownRoutes};
 
 mod limits;
 use limits::rate;
+mod redis_section;
 mod session;
 
 struct Problems(Vec<String>);
@@ -62,6 +63,13 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.api_key: the same api_key is used by two tenants"
             ));
         }
+        if raw.redis.is_some() && t.id.contains(['{', '}']) {
+            // Redis keys carry the id as a hash tag (`sg:quota:{acme}:...`):
+            // a brace would split a tenant's keys over Cluster slots.
+            p.add(format!(
+                "{name}.id: must not contain {{ or }} with [redis] (the id is the Redis Cluster hash tag of the tenant's keys)"
+            ));
+        }
         if t.quota.is_some() && raw.redis.is_none() {
             p.add(format!(
                 "{name}.quota: shared quotas need a [redis] section"
@@ -94,7 +102,10 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
             tenants.push(t);
         }
     }
-    let redis = raw.redis.as_ref().and_then(|r| limits::redis(r, &mut p));
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| redis_section::redis(r, &mut p));
     let audit = raw
         .audit
         .as_ref()
