@@ -90,6 +90,25 @@ async fn cluster_two_instances_share_one_quota_exactly() {
     assert_eq!(cluster.command(&["GET", &minute_key()]), "$1\r\n5\r\n");
 }
 
+/// Leased blocks (`lease = 3`) through the cluster: the lease script's two
+/// keys share the `{acme}` slot; the fleet passes exactly the quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_leased_quota_passes_exactly_the_quota() {
+    let cluster = RedisCluster::start();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let redis = format!("mode = \"cluster\"\nnodes = {}", cluster.nodes_toml());
+    let cfg = quota_config(&fake, &redis, 6).replace(
+        "requests_per_minute = 6\n",
+        "requests_per_minute = 6\nlease = 3\n",
+    );
+    assert!(cfg.contains("lease = 3"));
+    let (a, b) = (Gateway::start(&cfg), Gateway::start(&cfg));
+    away_from_minute_end(10).await;
+    assert_eq!(alternate(&a, &b, 10).await, 6, "never more than the quota");
+    assert_eq!(fake.requests().len(), 6);
+    assert_eq!(cluster.command(&["GET", &minute_key()]), "$1\r\n6\r\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_revocations_and_opaque_sessions() {
     let cluster = RedisCluster::start();
