@@ -119,6 +119,8 @@ impl VirtualSocket for KillableStream {
 
 pub struct Upstream {
     pub settings: UpstreamSettings,
+    /// `Host` of forwarded requests (the upstream's authority), made once.
+    pub host_header: http::HeaderValue,
     addr: ArcSwap<SocketAddr>,
     /// The last background re-resolve succeeded (true until one fails).
     resolve_ok: std::sync::atomic::AtomicBool,
@@ -133,8 +135,11 @@ impl Upstream {
             .map_err(|e| format!("upstream.url: cannot resolve {}: {e}", settings.host))?
             .next()
             .ok_or_else(|| format!("upstream.url: {} has no address", settings.host))?;
+        let host_header = http::HeaderValue::from_str(&settings.authority)
+            .map_err(|_| "upstream.url: the host is not a valid Host header".to_string())?;
         Ok(Upstream {
             settings,
+            host_header,
             addr: ArcSwap::from_pointee(addr),
             resolve_ok: std::sync::atomic::AtomicBool::new(true),
         })

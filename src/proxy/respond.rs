@@ -15,28 +15,48 @@ use crate::websocket;
 
 /// `X-Request-Id`, and the CORS headers for an allowed origin, on any answer
 /// the gateway writes or relays.
-pub(super) fn add_common_headers(
-    resp: &mut ResponseHeader,
+fn add_common_headers(
+    headers: &mut http::HeaderMap,
     ctx: &RequestCtx,
     preflight: bool,
 ) -> Result<()> {
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(http::HeaderName::from_static("x-request-id"), id);
+    }
     if let Some((origin, credentials)) = &ctx.cors {
         for (name, value) in cors::headers(origin, *credentials, preflight) {
-            if name == "vary" {
-                resp.append_header(name, value)?;
+            let name = http::HeaderName::from_static(name);
+            if name == http::header::VARY {
+                headers.append(name, value);
             } else {
-                resp.insert_header(name, value)?;
+                headers.insert(name, value);
             }
         }
     }
     Ok(())
 }
 
+/// Adds the common headers to a response (relayed or the gateway's own), on the
+/// plain `http` parts: pingora's insert also keeps a case-preserving name
+/// map, which costs more than the rest of the response path (callgrind,
+/// benches/README.md). Header names then reach the client in their
+/// canonical case (`Content-Type`; other names lower case).
+pub(super) fn add_headers(
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    preflight: bool,
+) -> Result<()> {
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
+    let out = add_common_headers(&mut parts.headers, ctx, preflight);
+    *resp = ResponseHeader::from(parts);
+    out
+}
+
 /// Answers a CORS preflight for an allowed origin: 204, not forwarded.
 pub(super) async fn respond_preflight(session: &mut Session, ctx: &RequestCtx) -> Result<()> {
-    let mut resp = ResponseHeader::build(204, Some(8))?;
-    add_common_headers(&mut resp, ctx, true)?;
+    let mut resp = ResponseHeader::build_no_case(204, Some(8))?;
+    add_headers(&mut resp, ctx, true)?;
     resp.insert_header("content-length", "0")?;
     if !session.is_body_empty() {
         session.set_keepalive(None);
@@ -75,8 +95,8 @@ pub(super) async fn respond_websocket(
     refusal: &Refusal,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(101, Some(8))?;
-    add_common_headers(&mut resp, ctx, false)?;
+    let mut resp = ResponseHeader::build_no_case(101, Some(8))?;
+    add_headers(&mut resp, ctx, false)?;
     resp.insert_header("upgrade", "websocket")?;
     resp.insert_header("connection", "Upgrade")?;
     resp.insert_header("sec-websocket-accept", websocket::accept_key(key))?;
@@ -94,8 +114,8 @@ pub(super) async fn respond(
     ctx: &RequestCtx,
 ) -> Result<()> {
     let body: Bytes = refusal.body();
-    let mut resp = ResponseHeader::build(refusal.status(), Some(10))?;
-    add_common_headers(&mut resp, ctx, false)?;
+    let mut resp = ResponseHeader::build_no_case(refusal.status(), Some(10))?;
+    add_headers(&mut resp, ctx, false)?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     let rate_limit = match refusal {
