@@ -14,6 +14,8 @@
 //! sockets never hold places). With `block`, a failing Redis batch is
 //! retried until it is written; with `drop`, it is dropped and counted.
 
+mod encode;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -252,7 +254,7 @@ impl AuditWriter {
         };
         let mut pipe = redis::pipe();
         for r in batch {
-            let json = serde_json::to_string(r).unwrap_or_default();
+            let json = r.to_json();
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("MAXLEN")
@@ -304,9 +306,7 @@ fn open(path: &std::path::Path) -> Option<std::fs::File> {
 fn write_lines(w: &mut impl Write, batch: &[Record]) -> bool {
     let mut buf = Vec::with_capacity(batch.len() * 400);
     for r in batch {
-        if serde_json::to_writer(&mut buf, r).is_err() {
-            return false;
-        }
+        r.encode_json(&mut buf);
         buf.push(b'\n');
     }
     w.write_all(&buf).and_then(|()| w.flush()).is_ok()
