@@ -18,6 +18,8 @@ use crate::policy::{Policy, Rule, UnknownRoutes};
 mod limits;
 use limits::rate;
 mod session;
+#[cfg(test)]
+mod tests;
 
 struct Problems(Vec<String>);
 
@@ -382,6 +384,7 @@ fn tenant(
         ),
         max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
+        fleet_connection_caps: limits::connection_caps(name, t.limits.as_ref(), has_redis, p),
         session,
         cookie,
         allowed_origins,

@@ -28,12 +28,51 @@ pub(super) fn redis(r: &file::RedisSection, p: &mut Problems) -> Option<RedisSet
         p.add("redis.timeout: must be more than 0s");
     }
     let revocation_poll = r.revocation_poll.unwrap_or(file::DEFAULT_REVOCATION_POLL);
+    let connection_lease = r.connection_lease.unwrap_or(file::DEFAULT_CONNECTION_LEASE);
+    // A heartbeat every third of the lease, each waiting at most `timeout`:
+    // a live socket must survive a slow or failed heartbeat.
+    if connection_lease < std::time::Duration::from_secs(1) || connection_lease < timeout * 3 {
+        p.add("redis.connection_lease: must be at least 1s and at least 3 times redis.timeout");
+    }
     Some(RedisSettings {
         url: r.url.clone(),
         timeout,
         on_error,
         revocation_poll: (!revocation_poll.is_zero()).then_some(revocation_poll),
+        connection_lease,
     })
+}
+
+/// `[tenants.limits] connection_caps`: `"local"` (default) or `"fleet"`
+/// (true), which needs `[redis]` and a cap to count.
+pub(super) fn connection_caps(
+    name: &str,
+    l: Option<&file::LimitsSection>,
+    has_redis: bool,
+    p: &mut Problems,
+) -> bool {
+    let Some(l) = l else { return false };
+    let fleet = match l.connection_caps.as_deref() {
+        None | Some("local") => false,
+        Some("fleet") => true,
+        Some(_) => {
+            p.add(format!(
+                "{name}.limits.connection_caps: must be \"local\" or \"fleet\""
+            ));
+            return false;
+        }
+    };
+    if fleet && !has_redis {
+        p.add(format!(
+            "{name}.limits.connection_caps: \"fleet\" needs a [redis] section"
+        ));
+    }
+    if fleet && l.max_connections_per_user.is_none() && l.max_connections.is_none() {
+        p.add(format!(
+            "{name}.limits.connection_caps: \"fleet\" needs max_connections_per_user or max_connections"
+        ));
+    }
+    fleet
 }
 
 pub(super) fn route_limits(
