@@ -3,7 +3,9 @@
 # machine, and nothing when it is already there:
 #   - cmake (pingora's zlib-ng build), a C compiler, pkg-config
 #   - ca-certificates (upstream TLS verification uses the system CA store)
-#   - redis-server (integration tests start a real one: tests/common/redis.rs)
+#   - redis-server (integration tests start a real one: tests/common/redis.rs;
+#     with --cluster-enabled and --sentinel too: tests/common/redis_cluster.rs)
+#   - redis-tools, for redis-cli (`redis-cli --cluster create` joins the test cluster)
 #   - chromium (Debian's, /usr/bin/chromium: tests/sdk_browser.rs drives it headless)
 # Rust itself (cargo, rustc) and Node.js 18+ with npm (tests/sdk: the official JS
 # SDK tests, which run `npm ci` themselves) must already be installed.
@@ -16,6 +18,7 @@ command -v cc >/dev/null 2>&1 || need+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [[ -d /etc/ssl/certs ]] || need+=(ca-certificates)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 [[ -x /usr/bin/chromium ]] || need+=(chromium)
 
 if ((${#need[@]})); then

@@ -12,6 +12,7 @@
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -227,6 +228,23 @@ impl<C: Clock + Clone> LocalLimits<C> {
     pub fn tracked_keys(&self) -> usize {
         self.per_user.as_ref().map_or(0, |(_, l)| l.len())
             + self.per_ip.as_ref().map_or(0, |(_, l)| l.len())
+    }
+}
+
+/// Run after each pruning pass (see [`on_prune`]).
+static AFTER_PRUNE: OnceLock<fn()> = OnceLock::new();
+
+/// Registers what runs after the limiters are pruned: the binary hands the
+/// freed memory back to the OS here (mimalloc keeps freed pages mapped until
+/// asked; `benches/limits_memory.rs` measures the difference). Set once.
+pub fn on_prune(release: fn()) {
+    let _ = AFTER_PRUNE.set(release);
+}
+
+/// Calls the function registered with [`on_prune`], if any.
+pub fn after_prune() {
+    if let Some(release) = AFTER_PRUNE.get() {
+        release();
     }
 }
 

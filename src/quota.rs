@@ -7,14 +7,22 @@
 //! bound: a refused request is not counted). Keys use a `{tenant}` hash tag,
 //! so both counters of a tenant live in one Redis Cluster slot.
 //!
-//! Known limit: one Redis round trip per request (with a timeout). Leasing
-//! blocks of quota to each instance would take Redis off the hot path; not
-//! done yet. When Redis fails or is slow, `on_redis_error` decides: `local`
-//! (default) lets the request through (the local buckets still apply), `deny`
-//! refuses it with 503. The outage is logged once, and its end too.
+//! By default that is one Redis round trip per request (with a timeout). With
+//! `lease = N` (N > 1) each instance instead takes blocks of up to N requests
+//! of the tenant-wide counters at a time (see [`lease`]): one round trip per
+//! N requests, still never more than the quota fleet-wide, at the price of
+//! refusing early by at most `instances × (N − 1)` requests per window.
+//! Per-user counters stay exact (one round trip per signed-in request).
+//! When Redis fails or is slow, `on_redis_error` decides: `local` (default)
+//! lets the request through (the local buckets still apply), `deny` refuses
+//! it with 503. The outage is logged once, and its end too.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+mod lease;
+
+use lease::Leases;
 
 use crate::redis_conn::Redis;
 
@@ -26,16 +34,39 @@ pub enum OnRedisError {
 }
 
 /// A tenant's shared quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
     pub per_minute: Option<u64>,
     pub per_day: Option<u64>,
     /// The same windows, per signed-in user of the tenant.
     pub user_per_minute: Option<u64>,
     pub user_per_day: Option<u64>,
+    /// Requests of the tenant-wide counters taken from Redis at a time by
+    /// each instance; 1: every request counted in Redis (exact).
+    pub lease: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota {
+            per_minute: None,
+            per_day: None,
+            user_per_minute: None,
+            user_per_day: None,
+            lease: 1,
+        }
+    }
 }
 
 impl Quota {
+    fn has_tenant_limit(&self) -> bool {
+        self.per_minute.is_some() || self.per_day.is_some()
+    }
+
+    fn has_user_limit(&self) -> bool {
+        self.user_per_minute.is_some() || self.user_per_day.is_some()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.per_minute.is_none()
             && self.per_day.is_none()
@@ -71,9 +102,12 @@ return 0
 pub struct SharedQuotas {
     redis: Arc<Redis>,
     script: redis::Script,
+    lease_script: redis::Script,
     on_error: OnRedisError,
     /// Set during an outage, so it is logged once (and its end once).
     down: AtomicBool,
+    /// Blocks of quota leased by this instance, per tenant (`lease > 1`).
+    leases: Leases,
 }
 
 impl SharedQuotas {
@@ -81,8 +115,10 @@ impl SharedQuotas {
         SharedQuotas {
             redis,
             script: redis::Script::new(SCRIPT),
+            lease_script: redis::Script::new(lease::SCRIPT),
             on_error,
             down: AtomicBool::new(false),
+            leases: Leases::default(),
         }
     }
 
@@ -98,11 +134,47 @@ impl SharedQuotas {
         if quota.is_empty() {
             return Ok(());
         }
-        match self.count(tenant, user, quota, now).await {
+        if quota.lease <= 1 || !quota.has_tenant_limit() {
+            let counted = self.count(tenant, user, quota, now, true).await;
+            return self.outcome(counted, quota, now);
+        }
+        // Leased: the tenant counters from this instance's block, then the
+        // user's counters (exact), giving the unit back if those refuse.
+        let lease = self.leases.of(tenant);
+        match lease
+            .take(&self.redis, &self.lease_script, tenant, quota, now)
+            .await
+        {
+            Ok(Ok(())) => self.up(),
+            Ok(Err(exceeded)) => {
+                self.up();
+                return Err(exceeded);
+            }
+            Err(why) => self.failed(&why)?,
+        }
+        let user_limited = user.is_some() && quota.has_user_limit();
+        if !user_limited {
+            return Ok(());
+        }
+        let counted = self.count(tenant, user, quota, now, false).await;
+        let out = self.outcome(counted, quota, now);
+        if matches!(out, Err(QuotaError::Exceeded { .. })) {
+            lease.give_back(quota, now);
+        }
+        out
+    }
+
+    /// Maps the exact script's answer (0, or the 1-based counter that is
+    /// full) or a Redis failure to the request's fate.
+    fn outcome(
+        &self,
+        counted: Result<i64, String>,
+        quota: Quota,
+        now: u64,
+    ) -> Result<(), QuotaError> {
+        match counted {
             Ok(code) => {
-                if self.down.swap(false, Ordering::Relaxed) {
-                    tracing::info!("redis is answering again; shared quotas are counted again");
-                }
+                self.up();
                 // Counter order: tenant minute, tenant day, user minute, user day.
                 let (limit, window) = match code {
                     1 => (quota.per_minute, 60),
@@ -116,39 +188,53 @@ impl SharedQuotas {
                     reset_at: (now / window + 1) * window,
                 })
             }
-            Err(why) => {
-                crate::metrics::redis_error("quota");
-                if !self.down.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(error = %why, on_redis_error = ?self.on_error, "redis unavailable for shared quotas");
-                }
-                match self.on_error {
-                    OnRedisError::Local => Ok(()),
-                    OnRedisError::Deny => Err(QuotaError::Unavailable),
-                }
-            }
+            Err(why) => self.failed(&why),
         }
     }
 
+    /// Redis answered: the end of an outage is logged once.
+    fn up(&self) {
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!("redis is answering again; shared quotas are counted again");
+        }
+    }
+
+    /// Redis failed: counted, logged once per outage, then `on_redis_error`.
+    fn failed(&self, why: &str) -> Result<(), QuotaError> {
+        crate::metrics::redis_error("quota");
+        if !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(error = %why, on_redis_error = ?self.on_error, "redis unavailable for shared quotas");
+        }
+        match self.on_error {
+            OnRedisError::Local => Ok(()),
+            OnRedisError::Deny => Err(QuotaError::Unavailable),
+        }
+    }
+
+    /// Runs the exact script on the tenant's counters (when `tenant_counters`)
+    /// and the user's; the answer numbers counters as tenant minute, tenant
+    /// day, user minute, user day whichever are sent.
     async fn count(
         &self,
         tenant: &str,
         user: Option<&str>,
         quota: Quota,
         now: u64,
+        tenant_counters: bool,
     ) -> Result<i64, String> {
         let (minute, day) = (now / 60, now / 86_400);
         // Every key carries the {tenant} hash tag: one Cluster slot per tenant.
         let mut inv = self.script.prepare_invoke();
-        inv.key(format!("sg:quota:{{{tenant}}}:m:{minute}"))
-            .arg(quota.per_minute.unwrap_or(0))
-            .arg(120)
-            .key(format!("sg:quota:{{{tenant}}}:d:{day}"))
-            .arg(quota.per_day.unwrap_or(0))
-            .arg(2 * 86_400);
+        if tenant_counters {
+            inv.key(lease::minute_key(tenant, minute))
+                .arg(quota.per_minute.unwrap_or(0))
+                .arg(120)
+                .key(lease::day_key(tenant, day))
+                .arg(quota.per_day.unwrap_or(0))
+                .arg(2 * 86_400);
+        }
         // User ids are Stream-safe (letters, digits, @ _ -): no key injection.
-        if let Some(u) =
-            user.filter(|_| quota.user_per_minute.is_some() || quota.user_per_day.is_some())
-        {
+        if let Some(u) = user.filter(|_| quota.has_user_limit()) {
             inv.key(format!("sg:quota:{{{tenant}}}:u:{u}:m:{minute}"))
                 .arg(quota.user_per_minute.unwrap_or(0))
                 .arg(120)
@@ -156,8 +242,15 @@ impl SharedQuotas {
                 .arg(quota.user_per_day.unwrap_or(0))
                 .arg(2 * 86_400);
         }
-        self.redis
+        let code: i64 = self
+            .redis
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
-            .await
+            .await?;
+        // Without the tenant's two counters, the user's are numbered 1 and 2.
+        Ok(if tenant_counters || code == 0 {
+            code
+        } else {
+            code + 2
+        })
     }
 }

@@ -9,7 +9,8 @@
 //! - `sg:revoked:{<tenant>}:sessions`: hash, session id (`jti:<jti>` or
 //!   `sha256:<hex of the token>`) -> Unix time after which the entry may be
 //!   dropped (the token's own expiry).
-//! - `sg:revoked:version`: a counter, incremented on every change.
+//! - `sg:revoked:version`: a counter, incremented after every change (its
+//!   own slot in Redis Cluster: not in a transaction with the hashes).
 //!
 //! Each instance reads the counter every `redis.revocation_poll` (1 s by
 //! default) and, when it changed, reloads the hashes of its tenants into an
@@ -101,22 +102,27 @@ impl Revocations {
         tenants: &[String],
         now: u64,
     ) -> Result<HashMap<String, TenantRevocations>, String> {
-        let mut pipe = redis::pipe();
-        for t in tenants {
-            pipe.hgetall(users_key(t)).hgetall(sessions_key(t));
-        }
-        let replies: Vec<HashMap<String, u64>> = redis
-            .call(|mut conn| async move { pipe.query_async(&mut conn).await })
+        // One pipeline per tenant (its two hashes share the `{tenant}` hash
+        // tag, so one Cluster slot), all sent at once.
+        type Pair = (HashMap<String, u64>, HashMap<String, u64>);
+        let replies: Vec<Pair> = redis
+            .call(|conn| {
+                futures_util::future::try_join_all(tenants.iter().map(|t| {
+                    let mut conn = conn.clone();
+                    let mut pipe = redis::pipe();
+                    pipe.hgetall(users_key(t)).hgetall(sessions_key(t));
+                    async move { pipe.query_async::<Pair>(&mut conn).await }
+                }))
+            })
             .await?;
         let mut out = HashMap::new();
-        for (t, pair) in tenants.iter().zip(replies.chunks(2)) {
-            let [users, sessions] = pair else { continue };
+        for (t, (users, sessions)) in tenants.iter().zip(replies) {
             let r = TenantRevocations {
-                users: users.clone(),
+                users,
                 sessions: sessions
-                    .iter()
-                    .filter(|(_, until)| **until >= now)
-                    .map(|(id, _)| id.clone())
+                    .into_iter()
+                    .filter(|(_, until)| *until >= now)
+                    .map(|(id, _)| id)
                     .collect(),
             };
             if !r.users.is_empty() || !r.sessions.is_empty() {
@@ -136,8 +142,15 @@ pub enum Target {
     Session { id: String, until: u64 },
 }
 
-/// Writes one revocation (or lifts it) and bumps the version counter, in one
-/// transaction. Used by `stream-gateway revoke`.
+/// Writes one revocation (or lifts it), then bumps the version counter. Used
+/// by `stream-gateway revoke`.
+///
+/// Two commands, not one transaction: the hash (`{tenant}` slot) and the
+/// counter live in different Redis Cluster slots, and a MULTI across slots
+/// is refused (CROSSSLOT). The order keeps it safe: an instance that sees
+/// the new version reads the hashes after the change. If the second command
+/// fails, the error is reported and running `revoke` again (idempotent)
+/// bumps the counter.
 pub async fn write(
     redis: &Redis,
     tenant: &str,
@@ -145,19 +158,26 @@ pub async fn write(
     lift: bool,
     now: u64,
 ) -> Result<(), String> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    match (target, lift) {
-        (Target::User(u), false) => pipe.hset(users_key(tenant), u, now).ignore(),
-        (Target::User(u), true) => pipe.hdel(users_key(tenant), u).ignore(),
-        (Target::Session { id, until }, false) => {
-            pipe.hset(sessions_key(tenant), id, *until).ignore()
-        }
-        (Target::Session { id, .. }, true) => pipe.hdel(sessions_key(tenant), id).ignore(),
+    let mut change = redis::cmd(if lift { "HDEL" } else { "HSET" });
+    match target {
+        Target::User(u) => change.arg(users_key(tenant)).arg(u),
+        Target::Session { id, .. } => change.arg(sessions_key(tenant)).arg(id),
     };
-    pipe.incr(VERSION_KEY, 1).ignore();
+    match (target, lift) {
+        (Target::User(_), false) => change.arg(now),
+        (Target::Session { until, .. }, false) => change.arg(*until),
+        (_, true) => &mut change,
+    };
     redis
-        .call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+        .call(|mut conn| async move { change.query_async::<()>(&mut conn).await })
+        .await?;
+    redis
+        .call(|mut conn| async move {
+            redis::cmd("INCR")
+                .arg(VERSION_KEY)
+                .query_async::<()>(&mut conn)
+                .await
+        })
         .await
 }
 

@@ -92,7 +92,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     server.bootstrap();
 
     let redis = match &settings.redis {
-        Some(r) => Some(Arc::new(Redis::new(&r.url, r.timeout)?)),
+        Some(r) => Some(Arc::new(Redis::connect(&r.target, r.timeout)?)),
         None => None,
     };
     // Serving depends on Redis (so /readyz checks it) with opaque sessions,

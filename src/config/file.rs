@@ -229,12 +229,24 @@ pub struct QuotaSection {
     pub requests_per_day: Option<u64>,
     pub user_requests_per_minute: Option<u64>,
     pub user_requests_per_day: Option<u64>,
+    /// Requests each instance takes from the tenant's counters at a time.
+    pub lease: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    pub url: String,
+    /// `"single"` (default), `"sentinel"` or `"cluster"`.
+    pub mode: Option<String>,
+    /// single: the server. cluster: one seed node (or use `nodes`).
+    /// sentinel: only the master's credentials and db.
+    pub url: Option<String>,
+    /// cluster: seed node URLs.
+    pub nodes: Option<Vec<String>>,
+    /// sentinel: sentinel URLs.
+    pub sentinels: Option<Vec<String>>,
+    /// sentinel: the name the sentinels monitor the master under.
+    pub master_name: Option<String>,
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
     pub on_redis_error: Option<String>,

@@ -53,7 +53,8 @@ pub struct LogSettings {
 }
 
 pub struct RedisSettings {
-    pub url: String,
+    /// Which deployment and where (URLs may hold passwords: never printed).
+    pub target: crate::redis_conn::RedisTarget,
     /// Longest any request waits on Redis.
     pub timeout: Duration,
     pub on_error: crate::quota::OnRedisError,

@@ -17,6 +17,7 @@ use crate::policy::{Policy, Rule, UnknownRoutes};
 
 mod limits;
 use limits::rate;
+mod redis_section;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -64,10 +65,33 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.api_key: the same api_key is used by two tenants"
             ));
         }
+        if raw.redis.is_some() && t.id.contains(['{', '}']) {
+            // Redis keys carry the id as a hash tag (`sg:quota:{acme}:...`):
+            // a brace would split a tenant's keys over Cluster slots.
+            p.add(format!(
+                "{name}.id: must not contain {{ or }} with [redis] (the id is the Redis Cluster hash tag of the tenant's keys)"
+            ));
+        }
         if t.quota.is_some() && raw.redis.is_none() {
             p.add(format!(
                 "{name}.quota: shared quotas need a [redis] section"
             ));
+        }
+        if let Some(q) = &t.quota {
+            match q.lease {
+                Some(0) => p.add(format!(
+                    "{name}.quota.lease: must be at least 1 (1: every request counted in Redis)"
+                )),
+                Some(n) if n > 1
+                    && q.requests_per_minute.unwrap_or(0) == 0
+                    && q.requests_per_day.unwrap_or(0) == 0 =>
+                {
+                    p.add(format!(
+                        "{name}.quota.lease: leases apply to requests_per_minute/day, and neither is set"
+                    ))
+                }
+                _ => {}
+            }
         }
         if let Some(t) = tenant(
             &name,
@@ -80,7 +104,10 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
             tenants.push(t);
         }
     }
-    let redis = raw.redis.as_ref().and_then(|r| limits::redis(r, &mut p));
+    let redis = raw
+        .redis
+        .as_ref()
+        .and_then(|r| redis_section::redis(r, &mut p));
     let audit = raw
         .audit
         .as_ref()
@@ -375,6 +402,7 @@ fn tenant(
                 per_day: q.requests_per_day.filter(|n| *n > 0),
                 user_per_minute: q.user_requests_per_minute.filter(|n| *n > 0),
                 user_per_day: q.user_requests_per_day.filter(|n| *n > 0),
+                lease: q.lease.unwrap_or(1),
             }),
         per_tenant: rate(
             name,

@@ -29,6 +29,7 @@ impl pingora::services::background::BackgroundService for LimitPruner {
                     for t in self.0.load().tenants.iter() {
                         t.limits.prune();
                     }
+                    crate::limits::after_prune();
                 }
             }
         }

@@ -8,6 +8,7 @@ pub mod fake_idp;
 pub mod fake_stream;
 pub mod gateway;
 pub mod redis;
+pub mod redis_cluster;
 pub mod sdk;
 pub mod ws;
 

@@ -28,7 +28,22 @@ const LOG_FILE: &str = "redis-server.log";
 pub struct RedisServer {
     pub port: u16,
     child: Child,
+    options: Options,
     _dir: tempfile::TempDir,
+}
+
+/// What else a server is started with (see `redis_cluster.rs`).
+#[derive(Clone, Default)]
+pub struct Options {
+    /// Written once to `<dir>/redis.conf` and passed as the config file (a
+    /// sentinel needs one it can rewrite).
+    pub conf: Option<String>,
+    /// `--sentinel`: run as a Redis Sentinel.
+    pub sentinel: bool,
+    /// `--cluster-enabled yes`, with the cluster bus on another free port.
+    pub cluster: bool,
+    /// `--replicaof 127.0.0.1 <port>`.
+    pub replica_of: Option<u16>,
 }
 
 impl RedisServer {
@@ -39,18 +54,28 @@ impl RedisServer {
     /// `PING\r\n` gets `+PONG` from that very process. Panics if `redis-server` is
     /// not installed, exits early, or is not ready in time; never skips.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Options::default())
+    }
+
+    /// [`RedisServer::start`] with `options` (cluster node, sentinel, replica).
+    pub fn start_with(options: Options) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("redis-test-")
             .tempdir()
             .expect("create temp dir for redis-server");
+        if let Some(conf) = &options.conf {
+            let path = dir.path().join("redis.conf");
+            std::fs::write(&path, conf).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        }
         let mut failures = Vec::new();
         for _ in 0..=BIND_RETRIES {
             let port = free_port();
-            match launch(dir.path(), port) {
+            match launch(dir.path(), port, &options) {
                 Launch::Ready(child) => {
                     return RedisServer {
                         port,
                         child,
+                        options,
                         _dir: dir,
                     }
                 }
@@ -84,7 +109,7 @@ impl RedisServer {
         self.stop();
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
-            match launch(self._dir.path(), self.port) {
+            match launch(self._dir.path(), self.port, &self.options) {
                 Launch::Ready(child) => {
                     self.child = child;
                     return;
@@ -133,7 +158,7 @@ enum Launch {
 }
 
 /// Binds 127.0.0.1:0, reads the port the OS chose, and releases it.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -142,7 +167,7 @@ fn free_port() -> u16 {
 
 /// Spawns `redis-server` on `port` with `dir` as its data dir and waits for it to be
 /// ready. Panics (after killing it) on anything but readiness or a bind failure.
-fn launch(dir: &Path, port: u16) -> Launch {
+fn launch(dir: &Path, port: u16, options: &Options) -> Launch {
     let log_path = dir.join(LOG_FILE);
     let log = OpenOptions::new()
         .create(true)
@@ -152,7 +177,27 @@ fn launch(dir: &Path, port: u16) -> Launch {
     let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
     let log_err = log.try_clone().expect("clone redis-server log handle");
 
-    let spawned = Command::new("redis-server")
+    let mut cmd = Command::new("redis-server");
+    if options.conf.is_some() {
+        cmd.arg(dir.join("redis.conf"));
+    }
+    if options.sentinel {
+        cmd.arg("--sentinel");
+    }
+    if options.cluster {
+        cmd.args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+        ])
+        .args(["--cluster-node-timeout", "2000", "--cluster-port"])
+        .arg(free_port().to_string());
+    }
+    if let Some(master) = options.replica_of {
+        cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+    }
+    let spawned = cmd
         .arg("--save")
         .arg("")
         .args(["--appendonly", "no", "--dir"])
@@ -275,7 +320,8 @@ fn server_pid(port: u16) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn raw_command(port: u16, args: &[&str]) -> io::Result<String> {
+/// [`RedisServer::command`] on any port (another node of a cluster, a sentinel).
+pub fn raw_command(port: u16, args: &[&str]) -> io::Result<String> {
     raw_command_timeout(port, args, Duration::from_secs(10))
 }
 

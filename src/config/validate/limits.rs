@@ -1,47 +1,14 @@
-//! Validation of `[tenants.limits]` rates and routes, and of the process
-//! sections `[redis]`, `[audit]` and `[log]`.
+//! Validation of `[tenants.limits]` rates, routes and `connection_caps`, and
+//! of the process sections `[audit]` and `[log]` (`[redis]`:
+//! `redis_section.rs`).
 
 use std::str::FromStr;
 
 use super::super::file;
-use super::super::{LogSettings, RedisSettings};
+use super::super::LogSettings;
 use super::Problems;
 use crate::audit::{AuditSettings, OnFull, Sink};
 use crate::policy::{Policy, Rule};
-
-pub(super) fn redis(r: &file::RedisSection, p: &mut Problems) -> Option<RedisSettings> {
-    if !r.url.starts_with("redis://") {
-        // rediss:// would need the redis crate's TLS feature, not built in.
-        p.add("redis.url: must start with redis:// (TLS to Redis is not supported yet)");
-        return None;
-    }
-    let on_error = match r.on_redis_error.as_deref() {
-        None | Some("local") => crate::quota::OnRedisError::Local,
-        Some("deny") => crate::quota::OnRedisError::Deny,
-        Some(_) => {
-            p.add("redis.on_redis_error: must be \"local\" or \"deny\"");
-            return None;
-        }
-    };
-    let timeout = r.timeout.unwrap_or(file::DEFAULT_REDIS_TIMEOUT);
-    if timeout.is_zero() {
-        p.add("redis.timeout: must be more than 0s");
-    }
-    let revocation_poll = r.revocation_poll.unwrap_or(file::DEFAULT_REVOCATION_POLL);
-    let connection_lease = r.connection_lease.unwrap_or(file::DEFAULT_CONNECTION_LEASE);
-    // A heartbeat every third of the lease, each waiting at most `timeout`:
-    // a live socket must survive a slow or failed heartbeat.
-    if connection_lease < std::time::Duration::from_secs(1) || connection_lease < timeout * 3 {
-        p.add("redis.connection_lease: must be at least 1s and at least 3 times redis.timeout");
-    }
-    Some(RedisSettings {
-        url: r.url.clone(),
-        timeout,
-        on_error,
-        revocation_poll: (!revocation_poll.is_zero()).then_some(revocation_poll),
-        connection_lease,
-    })
-}
 
 /// `[tenants.limits] connection_caps`: `"local"` (default) or `"fleet"`
 /// (true), which needs `[redis]` and a cap to count.
