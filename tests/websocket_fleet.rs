@@ -4,6 +4,8 @@
 //! place everywhere, a SIGKILLed instance's places expire after the lease, a
 //! SIGTERMed one releases them at once, and Redis failing follows
 //! `on_redis_error` (`local`: the per-process cap only; `deny`: refused).
+//! The same through a 3-node Redis Cluster (every script stays in the
+//! tenant's hash slot).
 
 mod common;
 
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::fake_stream::connect_query;
 use common::redis::RedisServer;
+use common::redis_cluster::RedisCluster;
 use common::ws::{assert_refused, connect, next_json, Ws};
 use common::*;
 
@@ -316,4 +319,53 @@ async fn redis_down_with_deny_refuses_the_socket_with_503() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 503);
+}
+
+/// Both caps through a 3-node Redis Cluster, with `deny` so that any Redis
+/// error (a CROSSSLOT script, say) would show as a code -1 refusal: the
+/// admission script (user set and tenant set), heartbeats and releases all
+/// stay in the `{acme}` slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_redis_cluster_both_caps_hold_and_places_are_renewed_and_released() {
+    let cluster = RedisCluster::start();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let cfg = gateway_config(
+        &fake.url(),
+        "[tenants.limits]\nmax_connections_per_user = 2\nmax_connections = 3\nconnection_caps = \"fleet\"",
+        &format!(
+            "[redis]\nmode = \"cluster\"\nnodes = {}\ntimeout = \"500ms\"\non_redis_error = \"deny\"\nconnection_lease = \"2s\"\nrevocation_poll = \"0s\"",
+            cluster.nodes_toml()
+        ),
+    );
+    let (a, b) = (Gateway::start(&cfg), Gateway::start(&cfg));
+    let q = |u: &str| connect_query(API_KEY, &session_for(u), u);
+    let mut a1 = open(&a, &alice()).await;
+    let _b1 = open(&b, &alice()).await;
+    assert_refused(connect(&a, &alice()).await, 71, 429).await;
+    let _bob = open(&b, &q("bob")).await;
+    assert_refused(connect(&a, &q("carol")).await, 71, 429).await;
+    assert_eq!(
+        cluster.slot(USER_KEY),
+        cluster.slot("sg:ws:{acme}:all"),
+        "one slot per tenant"
+    );
+    let zcard = |key: &str| cluster.command(&["ZCARD", key]);
+    assert_eq!(zcard(USER_KEY), ":2\r\n");
+    assert_eq!(zcard("sg:ws:{acme}:all"), ":3\r\n");
+    // Past the 2 s lease: the heartbeats kept every place.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(zcard("sg:ws:{acme}:all"), ":3\r\n");
+    assert_refused(connect(&b, &q("carol")).await, 71, 429).await;
+
+    a1.close(None).await.unwrap();
+    drop(a1);
+    let _carol = open_eventually(
+        &b,
+        &q("carol"),
+        Duration::from_secs(5),
+        "the closed socket's place was not freed through the cluster",
+    )
+    .await;
+    assert_eq!(zcard(USER_KEY), ":1\r\n");
+    assert_eq!(connects(&fake), 4, "refused upgrades reached Stream");
 }
