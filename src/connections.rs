@@ -4,6 +4,12 @@
 //! guard (the request context is dropped however the socket ends: client
 //! close, upstream close, error, shutdown) releases the count, so a count can
 //! never leak on an error path.
+//!
+//! With `connection_caps = "fleet"` the same caps are also counted across
+//! every instance sharing the Redis ([`fleet`]); the per-process count here
+//! still applies as well.
+
+pub mod fleet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,6 +66,11 @@ impl ConnectionLimits {
             limits: Arc::clone(self),
             user: user.map(str::to_string),
         })
+    }
+
+    /// The caps: (per user, per tenant).
+    pub fn caps(&self) -> (Option<u32>, Option<u32>) {
+        (self.max_per_user, self.max_per_tenant)
     }
 
     /// Open sockets: (tenant total, this user's).

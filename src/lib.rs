@@ -21,7 +21,8 @@
 //! - [`tenant`]: tenants by `api_key`.
 //! - [`limits`]: local rate limits (governor) per user, IP and tenant.
 //! - [`quota`]: per-tenant quotas shared through Redis.
-//! - [`connections`]: concurrent websocket caps (per user, per tenant).
+//! - [`connections`]: concurrent websocket caps (per user, per tenant), in
+//!   this process or fleet-wide through Redis (`connections::fleet`).
 //! - [`exchange`]: the per-request decision, free of pingora, and the
 //!   reloadable routing (tenants + policy + body policy).
 //! - [`cors`]: per-tenant allowed origins, preflights.

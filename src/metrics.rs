@@ -93,7 +93,7 @@ impl Metrics {
             rate_limited: counter(
                 &r,
                 "stream_gateway_rate_limited_total",
-                "Requests refused by a local rate limit or websocket cap, by limit.",
+                "Requests refused by a local rate limit or websocket cap (or a fleet cap's Redis being unavailable with deny), by limit.",
                 &["tenant", "limit"],
             ),
             quota_exceeded: counter(
@@ -173,7 +173,7 @@ pub fn get() -> &'static Metrics {
 }
 
 /// Counts one failed Redis call for `use_` (`quota`, `session`,
-/// `revocation`, `audit`).
+/// `revocation`, `audit`, `connections`).
 pub fn redis_error(use_: &str) {
     get().redis_errors.with_label_values(&[use_]).inc();
 }

@@ -15,6 +15,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::audit::{self, AuditLog};
+use crate::connections::fleet::{FleetCaps, FleetPlace};
 use crate::connections::ConnectionGuard;
 use crate::cors::{self, Cors};
 use crate::exchange::{Exchange, Forward, ForwardAuth};
@@ -61,6 +62,9 @@ pub struct GatewayProxy {
     pub upstream: Arc<Upstream>,
     /// Shared quotas, when `[redis]` is configured.
     pub quotas: Option<Arc<SharedQuotas>>,
+    /// Fleet-wide websocket caps, when `[redis]` is configured (used by
+    /// tenants with `connection_caps = "fleet"`).
+    pub fleet: Option<Arc<FleetCaps>>,
     /// Open websockets, swept for revoked and expired sessions.
     pub sockets: Arc<SocketRegistry>,
     /// The audit log, when `[audit]` is configured.
@@ -73,6 +77,9 @@ pub struct RequestCtx {
     refusal: Option<Refusal>,
     /// Held by an open websocket; dropping it releases the socket's place.
     connection: Option<ConnectionGuard>,
+    /// Held by an open websocket under fleet-wide caps; dropping it queues
+    /// the release of its place in Redis.
+    fleet_place: Option<FleetPlace>,
     /// Frame boundaries of the Stream-to-client socket stream.
     frames: FrameTracker,
     /// The session-expired frames were sent; the socket is being closed.

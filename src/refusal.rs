@@ -56,6 +56,9 @@ pub enum Refusal {
     SessionUnavailable,
     /// Over the concurrent-websocket cap for the user or tenant (code 71).
     TooManyConnections,
+    /// Fleet-wide websocket caps could not be counted (Redis failed) and
+    /// `on_redis_error = "deny"` (503, code -1, like the quota's).
+    ConnectionsUnavailable,
     /// Path failed normalisation (code 4).
     BadPath(String),
     /// Malformed request apart from the path (code 4).
@@ -110,7 +113,9 @@ impl Refusal {
             Refusal::TooManyConnections
             | Refusal::RateLimited(_)
             | Refusal::QuotaExceeded { .. } => 429,
-            Refusal::QuotaUnavailable | Refusal::SessionUnavailable => 503,
+            Refusal::QuotaUnavailable
+            | Refusal::SessionUnavailable
+            | Refusal::ConnectionsUnavailable => 503,
             Refusal::UpstreamUnavailable => 502,
             Refusal::UpstreamTimeout => 504,
             Refusal::Internal => 500,
@@ -140,7 +145,9 @@ impl Refusal {
             Refusal::PayloadTooLarge => 22,
             Refusal::TooManyConnections => 71,
             Refusal::RateLimited(_) | Refusal::QuotaExceeded { .. } => 9,
-            Refusal::QuotaUnavailable | Refusal::SessionUnavailable => -1,
+            Refusal::QuotaUnavailable
+            | Refusal::SessionUnavailable
+            | Refusal::ConnectionsUnavailable => -1,
             // 23 (RequestTimeout) is retryable in the JS SDK, like a timeout should be.
             Refusal::UpstreamTimeout => 23,
             Refusal::UpstreamUnavailable | Refusal::Internal => -1,
@@ -177,6 +184,9 @@ impl Refusal {
                 "the connect payload's user does not match the session".into()
             }
             Refusal::TooManyConnections => "too many concurrent connections".into(),
+            Refusal::ConnectionsUnavailable => {
+                "connections cannot be counted right now, try again".into()
+            }
             Refusal::QuotaExceeded { .. } => "the app's request quota is used up for now".into(),
             Refusal::QuotaUnavailable => "the quota service is unavailable, try again".into(),
             Refusal::SessionUnavailable => {
@@ -214,7 +224,9 @@ impl Refusal {
             | Refusal::SessionUnavailable
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => "unauthenticated",
-            Refusal::RateLimited(_) | Refusal::TooManyConnections => "rate_limited",
+            Refusal::RateLimited(_)
+            | Refusal::TooManyConnections
+            | Refusal::ConnectionsUnavailable => "rate_limited",
             Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable => "quota_exceeded",
             Refusal::ConflictingCredentials
             | Refusal::BadPath(_)
@@ -301,6 +313,7 @@ mod tests {
             Refusal::UnknownRoute,
             Refusal::IdentityMismatch,
             Refusal::TooManyConnections,
+            Refusal::ConnectionsUnavailable,
             Refusal::QuotaExceeded {
                 limit: 1,
                 reset_at: 1,

@@ -12,6 +12,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::connections::fleet::FleetCaps;
 
 mod services;
 use crate::audit;
@@ -24,7 +25,8 @@ use crate::revocation::{Revocations, SocketRegistry};
 use crate::tenant::Tenants;
 use crate::upstream::{Resolver, Upstream};
 use services::{
-    AuditWriterService, JwksRefresher, LimitPruner, Reload, RevocationPoller, Signals, SocketSweep,
+    AuditWriterService, FleetHeartbeat, JwksRefresher, LimitPruner, Reload, RevocationPoller,
+    Signals, SocketSweep,
 };
 
 /// Default `server.grace_period`.
@@ -101,7 +103,10 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         .any(|t| matches!(t.session, Some(crate::config::SessionSettings::Opaque(_))))
         || settings.redis.as_ref().is_some_and(|r| {
             r.on_error == crate::quota::OnRedisError::Deny
-                && settings.tenants.iter().any(|t| !t.quota.is_empty())
+                && settings
+                    .tenants
+                    .iter()
+                    .any(|t| !t.quota.is_empty() || t.fleet_connection_caps)
         })
         || settings.audit.as_ref().is_some_and(|a| {
             matches!(a.sink, crate::audit::Sink::Redis { .. })
@@ -110,6 +115,18 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     let tenants = Tenants::new(settings.tenants, redis.as_ref())?;
     let quotas = match (&settings.redis, &redis) {
         (Some(r), Some(conn)) => Some(Arc::new(SharedQuotas::new(Arc::clone(conn), r.on_error))),
+        _ => None,
+    };
+    // Made whenever [redis] exists: a SIGHUP reload may turn fleet caps on.
+    let fleet = match (&settings.redis, &redis) {
+        (Some(r), Some(conn)) => {
+            let caps = FleetCaps::new(Arc::clone(conn), r.on_error, r.connection_lease);
+            server.add_service(background_service(
+                "fleet websocket caps",
+                FleetHeartbeat(Arc::clone(&caps)),
+            ));
+            Some(caps)
+        }
         _ => None,
     };
     let revocations = Arc::new(Revocations::new());
@@ -184,6 +201,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         exchange,
         upstream: Arc::clone(&upstream),
         quotas,
+        fleet,
         sockets,
         audit,
     };

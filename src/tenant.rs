@@ -23,6 +23,8 @@ pub struct Tenant {
     pub allowed_origins: Vec<String>,
     pub minter: TokenMinter,
     pub connections: Arc<ConnectionLimits>,
+    /// The connection caps are also counted fleet-wide through Redis.
+    pub fleet_connection_caps: bool,
     pub limits: LocalLimits,
     pub quota: crate::quota::Quota,
 }
@@ -71,6 +73,7 @@ impl Tenants {
                         t.max_connections_per_user,
                         t.max_connections,
                     ),
+                    fleet_connection_caps: t.fleet_connection_caps,
                     limits: t.route_limits.into_iter().fold(
                         LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
                         |l, (sel, rate)| l.with_route(sel, rate),

@@ -20,6 +20,9 @@ pub const DEFAULT_USER_ID_CLAIM: &str = "sub";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 100_000;
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// Lease of a socket's entry in the fleet-wide websocket counts; renewed
+/// every third of it.
+pub const DEFAULT_CONNECTION_LEASE: Duration = Duration::from_secs(30);
 pub const DEFAULT_SESSION_CACHE_TTL: Duration = Duration::from_secs(2);
 pub const DEFAULT_JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 pub const DEFAULT_JWKS_REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
@@ -195,6 +198,9 @@ pub struct LimitsSection {
     pub per_tenant: Option<RateSection>,
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,
+    /// Where the two caps above are counted: `"local"` (this process,
+    /// default) or `"fleet"` (every instance sharing `[redis]`).
+    pub connection_caps: Option<String>,
     #[serde(default)]
     pub routes: Vec<RouteRateSection>,
 }
@@ -247,6 +253,9 @@ pub struct RedisSection {
     /// How often each instance reads the revocation list (`0s`: never).
     #[serde(default, with = "humantime_serde")]
     pub revocation_poll: Option<Duration>,
+    /// Lease of a socket in the fleet-wide websocket counts.
+    #[serde(default, with = "humantime_serde")]
+    pub connection_lease: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

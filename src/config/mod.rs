@@ -60,6 +60,10 @@ pub struct RedisSettings {
     pub on_error: crate::quota::OnRedisError,
     /// How often revocations are read from Redis; `None`: not at all.
     pub revocation_poll: Option<Duration>,
+    /// How long a socket counts in the fleet-wide websocket caps without a
+    /// heartbeat (renewed every third of it): the bound on a crashed
+    /// instance's stale counts.
+    pub connection_lease: Duration,
 }
 
 pub struct UpstreamSettings {
@@ -94,6 +98,9 @@ pub struct TenantSettings {
     /// Concurrent websockets in this process, per user and per tenant.
     pub max_connections_per_user: Option<u32>,
     pub max_connections: Option<u32>,
+    /// Also count those caps across every instance sharing `[redis]`
+    /// (`connection_caps = "fleet"`).
+    pub fleet_connection_caps: bool,
     /// `None` only for anonymous-only tenants.
     pub session: Option<SessionSettings>,
     /// Also read the session from this cookie (any session type).

@@ -19,6 +19,8 @@ mod limits;
 use limits::rate;
 mod redis_section;
 mod session;
+#[cfg(test)]
+mod tests;
 
 struct Problems(Vec<String>);
 
@@ -410,6 +412,7 @@ fn tenant(
         ),
         max_connections_per_user: t.limits.as_ref().and_then(|l| l.max_connections_per_user),
         max_connections: t.limits.as_ref().and_then(|l| l.max_connections),
+        fleet_connection_caps: limits::connection_caps(name, t.limits.as_ref(), has_redis, p),
         session,
         cookie,
         allowed_origins,

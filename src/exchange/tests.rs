@@ -60,6 +60,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         close_on_session_expiry: true,
         max_connections_per_user: None,
         max_connections: None,
+        fleet_connection_caps: false,
         cookie: None,
         allowed_origins: Vec::new(),
         session: with_session.then(|| {

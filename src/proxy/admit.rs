@@ -15,8 +15,9 @@ use crate::refusal::Refusal;
 impl GatewayProxy {
     /// After the exchange: the local rate limits, then the shared quota (a
     /// request refused locally never costs a Redis call), then (sockets
-    /// only) a place under the connection caps, whose guard lives in the
-    /// context so it is released however the socket ends.
+    /// only) a place under the connection caps (this process's first, then,
+    /// with `connection_caps = "fleet"`, the fleet's), whose guards live in
+    /// the context so they are released however the socket ends.
     pub(super) async fn admit(
         &self,
         forward: &Forward,
@@ -45,7 +46,15 @@ impl GatewayProxy {
             }
         }
         if forward.websocket {
-            ctx.connection = Some(tenant.connections.acquire(user)?);
+            let local = tenant.connections.acquire(user)?;
+            if let (true, Some(fleet)) = (tenant.fleet_connection_caps, &self.fleet) {
+                let (per_user, per_tenant) = tenant.connections.caps();
+                // On refusal `local` drops here and frees its place.
+                ctx.fleet_place = fleet
+                    .acquire(&tenant.id, user, per_user, per_tenant)
+                    .await?;
+            }
+            ctx.connection = Some(local);
             ctx.open_socket = Some(OpenSocketGauge::new(&tenant.id));
             ctx.socket = Some(self.sockets.register(
                 &tenant.id,

@@ -84,7 +84,7 @@ impl GatewayProxy {
                 .rate_limited
                 .with_label_values(&[tenant_id, l.which])
                 .inc(),
-            Some(Refusal::TooManyConnections) => m
+            Some(Refusal::TooManyConnections | Refusal::ConnectionsUnavailable) => m
                 .rate_limited
                 .with_label_values(&[tenant_id, "connections"])
                 .inc(),

@@ -1,6 +1,7 @@
 //! The gateway's background services: limiter pruning, the socket sweep,
-//! the revocation poller, JWKS refresh, the audit writer, and signals
-//! (SIGHUP: config reload and audit file reopen).
+//! the revocation poller, JWKS refresh, the audit writer, the fleet-wide
+//! websocket caps' heartbeat, and signals (SIGHUP: config reload and audit
+//! file reopen).
 
 use std::sync::Arc;
 
@@ -70,6 +71,19 @@ impl pingora::services::background::BackgroundService for SocketSweep {
                 }
             }
         }
+    }
+}
+
+/// Runs the fleet-wide websocket caps' task: lease heartbeats, releases,
+/// and at shutdown the release of every socket of this instance. Like the
+/// audit writer it keeps running after the shutdown signal (sockets ending
+/// during the grace period are released) until the process exits.
+pub(super) struct FleetHeartbeat(pub(super) Arc<crate::connections::fleet::FleetCaps>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for FleetHeartbeat {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.run(shutdown).await;
     }
 }
 

@@ -1,5 +1,6 @@
-//! Validation of `[tenants.limits]` rates and routes, and of the process
-//! sections `[audit]` and `[log]` (`[redis]`: `redis_section.rs`).
+//! Validation of `[tenants.limits]` rates, routes and `connection_caps`, and
+//! of the process sections `[audit]` and `[log]` (`[redis]`:
+//! `redis_section.rs`).
 
 use std::str::FromStr;
 
@@ -8,6 +9,38 @@ use super::super::LogSettings;
 use super::Problems;
 use crate::audit::{AuditSettings, OnFull, Sink};
 use crate::policy::{Policy, Rule};
+
+/// `[tenants.limits] connection_caps`: `"local"` (default) or `"fleet"`
+/// (true), which needs `[redis]` and a cap to count.
+pub(super) fn connection_caps(
+    name: &str,
+    l: Option<&file::LimitsSection>,
+    has_redis: bool,
+    p: &mut Problems,
+) -> bool {
+    let Some(l) = l else { return false };
+    let fleet = match l.connection_caps.as_deref() {
+        None | Some("local") => false,
+        Some("fleet") => true,
+        Some(_) => {
+            p.add(format!(
+                "{name}.limits.connection_caps: must be \"local\" or \"fleet\""
+            ));
+            return false;
+        }
+    };
+    if fleet && !has_redis {
+        p.add(format!(
+            "{name}.limits.connection_caps: \"fleet\" needs a [redis] section"
+        ));
+    }
+    if fleet && l.max_connections_per_user.is_none() && l.max_connections.is_none() {
+        p.add(format!(
+            "{name}.limits.connection_caps: \"fleet\" needs max_connections_per_user or max_connections"
+        ));
+    }
+    fleet
+}
 
 pub(super) fn route_limits(
     name: &str,

@@ -1,7 +1,8 @@
 //! Validation of `[redis]`: the deployment (`mode`: single server, Sentinel
-//! or Cluster) and its addresses, the timeout, `on_redis_error` and the
-//! revocation poll. URLs may hold passwords: messages name keys and
-//! positions in lists, never a URL or a part of one.
+//! or Cluster) and its addresses, the timeout, `on_redis_error`, the
+//! revocation poll and the fleet websocket caps' lease. URLs may hold
+//! passwords: messages name keys and positions in lists, never a URL or a
+//! part of one.
 
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
@@ -26,6 +27,12 @@ pub(super) fn redis(r: &RedisSection, p: &mut Problems) -> Option<RedisSettings>
         p.add("redis.timeout: must be more than 0s");
     }
     let revocation_poll = r.revocation_poll.unwrap_or(file::DEFAULT_REVOCATION_POLL);
+    let connection_lease = r.connection_lease.unwrap_or(file::DEFAULT_CONNECTION_LEASE);
+    // A heartbeat every third of the lease, each waiting at most `timeout`:
+    // a live socket must survive a slow or failed heartbeat.
+    if connection_lease < std::time::Duration::from_secs(1) || connection_lease < timeout * 3 {
+        p.add("redis.connection_lease: must be at least 1s and at least 3 times redis.timeout");
+    }
     if p.0.len() != before {
         return None;
     }
@@ -34,6 +41,7 @@ pub(super) fn redis(r: &RedisSection, p: &mut Problems) -> Option<RedisSettings>
         timeout,
         on_error: on_error?,
         revocation_poll: (!revocation_poll.is_zero()).then_some(revocation_poll),
+        connection_lease,
     })
 }
 
