@@ -27,6 +27,7 @@ use crate::websocket::FrameTracker;
 
 mod admit;
 mod body_check;
+mod head_check;
 mod record;
 mod respond;
 mod socket_close;
@@ -69,6 +70,8 @@ pub struct GatewayProxy {
     pub sockets: Arc<SocketRegistry>,
     /// The audit log, when `[audit]` is configured.
     pub audit: Option<Arc<AuditLog>>,
+    /// Limits on the client's request head and body reads.
+    pub client: crate::config::ClientLimits,
 }
 
 #[derive(Default)]
@@ -142,6 +145,12 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(audit), false) = (&self.audit, websocket) {
             ctx.audit_permit = audit.reserve().await;
         }
+        if let Err(refusal) = head_check::check_head(session.req_header(), &self.client) {
+            return self.refuse(session, ctx, refusal, false).await;
+        }
+        // Each read of a request body waits at most this long (pingora's
+        // default is 60 s).
+        session.set_read_timeout(Some(self.client.body_timeout));
         // CORS first: an origin the tenant does not list is refused before
         // anything else (requests, preflights and websocket upgrades alike).
         let req = session.req_header();

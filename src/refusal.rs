@@ -69,6 +69,11 @@ pub enum Refusal {
     /// A request body over `max_body_bytes`, or too large to inspect (413,
     /// code 22).
     PayloadTooLarge,
+    /// Request target over `server.max_uri_bytes` (414, code 4).
+    UriTooLong,
+    /// Request headers over `server.max_header_bytes` or
+    /// `server.max_headers` (431, code 4).
+    HeadersTooLarge(&'static str),
     /// Upstream refused the connection or failed mid-way (502).
     UpstreamUnavailable,
     /// Upstream did not answer within the configured timeout (504).
@@ -110,6 +115,8 @@ impl Refusal {
             | Refusal::BadRequest(_)
             | Refusal::ServerOnlyField(_) => 400,
             Refusal::PayloadTooLarge => 413,
+            Refusal::UriTooLong => 414,
+            Refusal::HeadersTooLarge(_) => 431,
             Refusal::TooManyConnections
             | Refusal::RateLimited(_)
             | Refusal::QuotaExceeded { .. } => 429,
@@ -141,6 +148,8 @@ impl Refusal {
             Refusal::ConflictingCredentials
             | Refusal::BadPath(_)
             | Refusal::BadRequest(_)
+            | Refusal::UriTooLong
+            | Refusal::HeadersTooLarge(_)
             | Refusal::ServerOnlyField(_) => 4,
             Refusal::PayloadTooLarge => 22,
             Refusal::TooManyConnections => 71,
@@ -197,6 +206,8 @@ impl Refusal {
             }
             Refusal::BadPath(why) => format!("bad request path: {why}"),
             Refusal::BadRequest(why) => format!("bad request: {why}"),
+            Refusal::UriTooLong => "request URI too long".into(),
+            Refusal::HeadersTooLarge(why) => format!("request headers too large: {why}"),
             Refusal::ServerOnlyField(field) => {
                 format!("bad request: the field \"{field}\" can only be set by server-side calls")
             }
@@ -232,6 +243,8 @@ impl Refusal {
             | Refusal::BadPath(_)
             | Refusal::BadRequest(_)
             | Refusal::ServerOnlyField(_)
+            | Refusal::UriTooLong
+            | Refusal::HeadersTooLarge(_)
             | Refusal::PayloadTooLarge => "bad_request",
             Refusal::UpstreamUnavailable | Refusal::UpstreamTimeout => "upstream_error",
             Refusal::Internal => "internal_error",

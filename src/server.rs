@@ -204,6 +204,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         fleet,
         sockets,
         audit,
+        client: settings.server.client,
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -57,6 +57,15 @@ pub struct ServerSection {
     pub grace_period: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub graceful_shutdown_timeout: Option<Duration>,
+    /// Longest request target (path and query) taken, in bytes (414 over it).
+    pub max_uri_bytes: Option<usize>,
+    /// Most request header bytes (names + values) taken (431 over it).
+    pub max_header_bytes: Option<usize>,
+    /// Most request header fields taken (431 over it).
+    pub max_headers: Option<usize>,
+    /// Longest wait for each read of a client's request body.
+    #[serde(default, with = "humantime_serde")]
+    pub client_body_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]

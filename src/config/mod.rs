@@ -41,6 +41,28 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
     pub grace_period: Option<Duration>,
     pub graceful_shutdown_timeout: Option<Duration>,
+    /// Limits on what a client may send (hostile input).
+    pub client: ClientLimits,
+}
+
+/// Limits on a client's request head and body reads (`[server]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_uri_bytes: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub body_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> ClientLimits {
+        ClientLimits {
+            max_uri_bytes: 8 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            body_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[log]`: how the gateway's own log lines (stderr) look.

@@ -155,6 +155,25 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
     if listen.is_some() && admin_listen == Some(listen) {
         p.add("server.admin_listen: must differ from server.listen");
     }
+    let d = super::ClientLimits::default();
+    let client = super::ClientLimits {
+        max_uri_bytes: s.max_uri_bytes.unwrap_or(d.max_uri_bytes),
+        max_header_bytes: s.max_header_bytes.unwrap_or(d.max_header_bytes),
+        max_headers: s.max_headers.unwrap_or(d.max_headers),
+        body_timeout: s.client_body_timeout.unwrap_or(d.body_timeout),
+    };
+    for (key, v) in [
+        ("max_uri_bytes", client.max_uri_bytes),
+        ("max_header_bytes", client.max_header_bytes),
+        ("max_headers", client.max_headers),
+    ] {
+        if v == 0 {
+            p.add(format!("server.{key}: must be at least 1"));
+        }
+    }
+    if client.body_timeout.is_zero() {
+        p.add("server.client_body_timeout: must be more than 0s");
+    }
     Some(ServerSettings {
         listen: listen?,
         admin_listen: match admin_listen {
@@ -167,6 +186,7 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
         upgrade_sock: s.upgrade_sock.clone(),
         grace_period: s.grace_period,
         graceful_shutdown_timeout: s.graceful_shutdown_timeout,
+        client,
     })
 }
 

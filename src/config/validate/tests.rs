@@ -1,5 +1,6 @@
 //! Validation of the fleet-wide websocket caps keys
-//! (`[tenants.limits] connection_caps`, `[redis] connection_lease`).
+//! (`[tenants.limits] connection_caps`, `[redis] connection_lease`) and of
+//! the `[server]` client limits.
 
 use std::path::Path;
 use std::time::Duration;
@@ -133,4 +134,49 @@ fn connection_lease_must_outlast_heartbeats() {
         "max_connections = 5",
         &format!("{REDIS}\ntimeout = \"100ms\"\nconnection_lease = \"1s\""),
     );
+}
+
+/// `[server]` client limits: defaults, overrides, and zero refused.
+#[test]
+fn client_limits_default_override_and_refuse_zero() {
+    let d = ok("", "").server.client;
+    assert_eq!(d, crate::config::ClientLimits::default());
+    assert_eq!(
+        (d.max_uri_bytes, d.max_header_bytes, d.max_headers),
+        (8192, 32768, 100)
+    );
+    assert_eq!(d.body_timeout, Duration::from_secs(30));
+    let with = |server_extra: &str| {
+        config("", "").replacen(
+            "listen = \"127.0.0.1:1\"\n",
+            &format!("listen = \"127.0.0.1:1\"\n{server_extra}\n"),
+            1,
+        )
+    };
+    let s = parse(
+        &with("max_uri_bytes = 100\nmax_header_bytes = 200\nmax_headers = 3\nclient_body_timeout = \"2s\""),
+        Path::new("."),
+    )
+    .unwrap_or_else(|e| panic!("refused: {e}"));
+    let c = s.server.client;
+    assert_eq!(
+        (c.max_uri_bytes, c.max_header_bytes, c.max_headers),
+        (100, 200, 3)
+    );
+    assert_eq!(c.body_timeout, Duration::from_secs(2));
+    let Err(e) = parse(
+        &with("max_uri_bytes = 0\nmax_header_bytes = 0\nmax_headers = 0\nclient_body_timeout = \"0s\""),
+        Path::new("."),
+    ) else {
+        panic!("zero limits accepted");
+    };
+    let e = e.to_string();
+    for key in [
+        "server.max_uri_bytes",
+        "server.max_header_bytes",
+        "server.max_headers",
+        "server.client_body_timeout",
+    ] {
+        assert!(e.contains(key), "{key} not reported: {e}");
+    }
 }
