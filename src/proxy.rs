@@ -146,7 +146,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.audit_permit = audit.reserve().await;
         }
         if let Err(refusal) = head_check::check_head(session.req_header(), &self.client) {
-            return self.refuse(session, ctx, refusal, false).await;
+            return self.refuse(session, ctx, refusal, websocket).await;
         }
         // Each read of a request body waits at most this long (pingora's
         // default is 60 s).

@@ -298,3 +298,24 @@ fn a_client_that_stops_sending_its_body_is_cut_off_after_client_body_timeout() {
     );
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
 }
+
+#[test]
+fn an_oversized_connect_is_refused_the_websocket_way() {
+    let (fake, gw) = start();
+    // The SDK treats an HTTP error before the upgrade as a network failure
+    // and retries forever: on /connect the refusal is an error frame.
+    let raw = format!(
+        "GET /connect?api_key={API_KEY}&json={} HTTP/1.1\r\nHost: x\r\n{}Upgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        "a".repeat(3000),
+        auth()
+    );
+    let got = send(&gw, raw.as_bytes());
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        text.contains("\"code\":4") && text.contains("\"StatusCode\":414"),
+        "{text}"
+    );
+    assert!(fake.requests().is_empty());
+}

@@ -57,7 +57,9 @@ pub struct ClientLimits {
 impl Default for ClientLimits {
     fn default() -> ClientLimits {
         ClientLimits {
-            max_uri_bytes: 8 * 1024,
+            // /connect carries up to 16 KiB of JSON, percent-encoded (up to
+            // 48 KiB), in its query; `http` refuses targets over 64 KiB.
+            max_uri_bytes: 56 * 1024,
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             body_timeout: Duration::from_secs(30),

@@ -238,6 +238,14 @@ pub fn send_signal(pid: u32, name: &str) {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        // Every gateway of the whole suite is checked for leaks (issue 9):
+        // its /metrics (while it still runs), stdout (logs, stdout audit
+        // records) and stderr must hold no token and no test secret.
+        let metrics = if self.try_exit_status().is_none() {
+            admin_get(self.admin, "/metrics")
+        } else {
+            String::new()
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
@@ -246,8 +254,34 @@ impl Drop for Gateway {
                 self.stderr_path.display(),
                 self.stderr()
             );
+            return;
+        }
+        for (what, text) in [
+            ("stderr", self.stderr()),
+            ("stdout", self.stdout()),
+            ("/metrics", metrics),
+        ] {
+            if let Some(leak) = super::find_leak(&text) {
+                panic!("the gateway's {what} leaks {leak}:\n{text}");
+            }
         }
     }
+}
+
+/// Blocking `GET path` on the admin listener; the whole response as text
+/// ("" when it cannot be had within a second or two).
+fn admin_get(admin: SocketAddr, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(&admin, Duration::from_millis(500)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Runs the gateway binary with `args` (e.g. `["check", "--config", p]` or

@@ -185,6 +185,33 @@ pub async fn assert_gateway_refusal(
     assert_stream_error(resp, status, code).await
 }
 
+/// What a gateway must never print or answer: a JWT (three base64url parts,
+/// the first a JSON object, so starting `eyJ`), or a secret the tests use.
+/// Returns a description of the first leak found.
+pub fn find_leak(text: &str) -> Option<String> {
+    for secret in [STREAM_SECRET, SESSION_SECRET] {
+        if text.contains(secret) {
+            return Some(format!("the secret {secret:?}"));
+        }
+    }
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut rest = text;
+    while let Some(i) = rest.find("eyJ") {
+        let tail = &rest[i..];
+        let parts: Vec<&str> = tail
+            .split(|c: char| !(b64(c) || c == '.'))
+            .next()
+            .unwrap_or("")
+            .split('.')
+            .collect();
+        if parts.len() >= 3 && parts[..3].iter().all(|p| p.len() >= 4) {
+            return Some(format!("a token ({}...)", &tail[..tail.len().min(12)]));
+        }
+        rest = &tail[3..];
+    }
+    None
+}
+
 /// The standard test tenant: its key, Stream secret and session secret.
 pub const API_KEY: &str = "acme-key";
 pub const STREAM_SECRET: &str = "acme-stream-secret";

@@ -143,7 +143,7 @@ fn client_limits_default_override_and_refuse_zero() {
     assert_eq!(d, crate::config::ClientLimits::default());
     assert_eq!(
         (d.max_uri_bytes, d.max_header_bytes, d.max_headers),
-        (8192, 32768, 100)
+        (57344, 32768, 100)
     );
     assert_eq!(d.body_timeout, Duration::from_secs(30));
     let with = |server_extra: &str| {
