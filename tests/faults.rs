@@ -76,10 +76,8 @@ fn start_black_hole() -> (SocketAddr, std::thread::JoinHandle<()>) {
     let t = std::thread::spawn(move || {
         let mut held = Vec::new();
         // Bounded: at most 50 connections, then the thread ends.
-        for s in listener.incoming().take(50) {
-            if let Ok(s) = s {
-                held.push(s);
-            }
+        for s in listener.incoming().take(50).flatten() {
+            held.push(s);
         }
     });
     (addr, t)
