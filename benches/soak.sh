@@ -12,11 +12,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Debian's python3 (python3-websockets), not a pyenv shim.
+PY=/usr/bin/python3
 SECONDS_TOTAL=${SOAK_SECONDS:-1800}
 WARMUP=${SOAK_WARMUP:-$(( SECONDS_TOTAL / 10 < 60 ? SECONDS_TOTAL / 10 : 60 ))}
 GW_PORT=9120 ADMIN_PORT=9121 UP_PORT=9013 REDIS_PORT=6395
 command -v redis-server >/dev/null || { echo "soak: redis-server missing (deploy/setup.sh)" >&2; exit 1; }
-python3 -c 'import websockets' 2>/dev/null || { echo "soak: needs python3-websockets" >&2; exit 1; }
+"$PY" -c 'import websockets' 2>/dev/null || { echo "soak: needs python3-websockets" >&2; exit 1; }
 [[ -x target/release/stream-gateway && -x target/release/examples/fake-stream ]] || {
   echo "soak: build first: cargo build --release --bin stream-gateway --example fake-stream" >&2; exit 1; }
 WORK=$(mktemp -d -t soak.XXXXXX)
@@ -75,7 +77,7 @@ start_redis
 RUST_LOG=warn target/release/stream-gateway --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 & GW=$!; PIDS+=($GW)
 wait_port $GW_PORT
 echo "soak: ${SECONDS_TOTAL}s, warm-up ${WARMUP}s, work dir $WORK" >&2
-python3 benches/soak.py $GW_PORT "$SECONDS_TOTAL" "$SOAK_SESSION_SECRET" dev-key >"$WORK/report.json" &
+"$PY" benches/soak.py $GW_PORT "$SECONDS_TOTAL" "$SOAK_SESSION_SECRET" dev-key >"$WORK/report.json" &
 LOAD=$!; PIDS+=($LOAD)
 START=$(date +%s)
 sleep "$WARMUP"; RSS_WARM=$(rss_kib $GW)
@@ -88,7 +90,7 @@ start_redis
 wait "$LOAD"
 RSS_END=$(rss_kib $GW)
 kill -0 $GW 2>/dev/null || { echo "soak: the gateway died" >&2; exit 1; }
-python3 - "$WORK/report.json" "$RSS_WARM" "$RSS_END" <<'EOP'
+"$PY" - "$WORK/report.json" "$RSS_WARM" "$RSS_END" <<'EOP'
 import json, sys
 r = json.load(open(sys.argv[1]))
 warm, end = int(sys.argv[2]), int(sys.argv[3])
