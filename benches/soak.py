@@ -30,6 +30,8 @@ SECONDS = float(sys.argv[2])
 SECRET = sys.argv[3].encode()
 API_KEY = sys.argv[4]
 USERS = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
+# Pause between a worker's requests (0: as fast as possible).
+PAUSE = float(sys.argv[6]) / 1000 if len(sys.argv) > 6 else 0.0
 REST_WORKERS, WS_WORKERS = 16, 40
 
 counts = {}
@@ -128,6 +130,8 @@ async def rest_worker(deadline):
         if close:
             writer.close()
             reader = writer = None
+        if PAUSE:
+            await asyncio.sleep(PAUSE)
 
 
 async def ws_worker(deadline):

@@ -15,6 +15,9 @@ ROOT=$PWD
 # Debian's python3 (python3-websockets), not a pyenv shim.
 PY=/usr/bin/python3
 SECONDS_TOTAL=${SOAK_SECONDS:-1800}
+# Pause after each request of each of the 16 REST workers, in ms (default 5:
+# a steady ~2,000-3,000 requests/s that leaves the box usable; 0: flat out).
+PAUSE_MS=${SOAK_PAUSE_MS:-5}
 WARMUP=${SOAK_WARMUP:-$(( SECONDS_TOTAL / 10 < 60 ? SECONDS_TOTAL / 10 : 60 ))}
 GW_PORT=9120 ADMIN_PORT=9121 UP_PORT=9013 REDIS_PORT=6395
 command -v redis-server >/dev/null || { echo "soak: redis-server missing (deploy/setup.sh)" >&2; exit 1; }
@@ -77,7 +80,7 @@ start_redis
 RUST_LOG=warn target/release/stream-gateway --config "$WORK/gateway.toml" >"$WORK/gateway.log" 2>&1 & GW=$!; PIDS+=($GW)
 wait_port $GW_PORT
 echo "soak: ${SECONDS_TOTAL}s, warm-up ${WARMUP}s, work dir $WORK" >&2
-"$PY" benches/soak.py $GW_PORT "$SECONDS_TOTAL" "$SOAK_SESSION_SECRET" dev-key >"$WORK/report.json" &
+"$PY" benches/soak.py $GW_PORT "$SECONDS_TOTAL" "$SOAK_SESSION_SECRET" dev-key 2000 "$PAUSE_MS" >"$WORK/report.json" &
 LOAD=$!; PIDS+=($LOAD)
 START=$(date +%s)
 sleep "$WARMUP"; RSS_WARM=$(rss_kib $GW)
