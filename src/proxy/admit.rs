@@ -9,7 +9,7 @@ use super::respond::{respond, respond_websocket};
 use super::{unix_now, GatewayProxy, RequestCtx};
 use crate::exchange::Forward;
 use crate::limits::RequestKind;
-use crate::quota::QuotaError;
+use crate::quota::{QuotaError, Who};
 use crate::refusal::Refusal;
 
 impl GatewayProxy {
@@ -36,7 +36,10 @@ impl GatewayProxy {
             .check(user, client_ip, kind)
             .map_err(Refusal::RateLimited)?;
         if let Some(q) = &self.quotas {
-            match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
+            match q
+                .check(&tenant.id, user.map(Who::User), tenant.quota, unix_now())
+                .await
+            {
                 Ok(()) => {}
                 Err(QuotaError::Exceeded { limit, reset_at }) => {
                     return Err(Refusal::QuotaExceeded { limit, reset_at })
