@@ -1,5 +1,5 @@
-//! Tenants: one Stream app each (key, secret, session source, token cache),
-//! looked up by the `api_key` the client sends.
+//! Tenants: one Stream app each (key, secret, session source, token cache,
+//! service accounts), looked up by the `api_key` the client sends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ pub struct Tenant {
     pub connections: Arc<ConnectionLimits>,
     pub limits: LocalLimits,
     pub quota: crate::quota::Quota,
+    /// Service accounts (trusted backends with server-side tokens).
+    pub services: crate::service::Services,
 }
 
 pub struct Tenants {
@@ -71,10 +73,18 @@ impl Tenants {
                         t.max_connections_per_user,
                         t.max_connections,
                     ),
-                    limits: t.route_limits.into_iter().fold(
-                        LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
-                        |l, (sel, rate)| l.with_route(sel, rate),
-                    ),
+                    limits: t
+                        .services
+                        .iter()
+                        .filter_map(|s| s.rate.map(|r| (s.name.as_str(), r)))
+                        .fold(
+                            t.route_limits.into_iter().fold(
+                                LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
+                                |l, (sel, rate)| l.with_route(sel, rate),
+                            ),
+                            |l, (name, rate)| l.with_service(name, rate),
+                        ),
+                    services: crate::service::Services::new(t.services),
                     quota: t.quota,
                     id: t.id,
                     api_key: t.api_key.clone(),

@@ -62,6 +62,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         max_connections: None,
         cookie: None,
         allowed_origins: Vec::new(),
+        services: Vec::new(),
         session: with_session.then(|| {
             crate::config::SessionSettings::Jwt(Box::new(
                 JwtVerifier::new(JwtOptions {
@@ -72,6 +73,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
                     audience: None,
                     leeway_secs: 0,
                     tenant_claim: None,
+                    services: Vec::new(),
                 })
                 .unwrap(),
             ))

@@ -31,15 +31,30 @@ impl GatewayProxy {
             template: &forward.template,
             operation: &forward.operation,
         };
-        tenant
-            .limits
-            .check(user, client_ip, kind)
-            .map_err(Refusal::RateLimited)?;
+        // A service has its own bucket (and the tenant's), and its own
+        // quota windows; it counts against the tenant's quota like anyone.
+        let who = match forward.service() {
+            Some(s) => {
+                tenant
+                    .limits
+                    .check_service(&s.name)
+                    .map_err(Refusal::RateLimited)?;
+                Some(Who::Service {
+                    name: &s.name,
+                    per_minute: s.quota.per_minute,
+                    per_day: s.quota.per_day,
+                })
+            }
+            None => {
+                tenant
+                    .limits
+                    .check(user, client_ip, kind)
+                    .map_err(Refusal::RateLimited)?;
+                user.map(Who::User)
+            }
+        };
         if let Some(q) = &self.quotas {
-            match q
-                .check(&tenant.id, user.map(Who::User), tenant.quota, unix_now())
-                .await
-            {
+            match q.check(&tenant.id, who, tenant.quota, unix_now()).await {
                 Ok(()) => {}
                 Err(QuotaError::Exceeded { limit, reset_at }) => {
                     return Err(Refusal::QuotaExceeded { limit, reset_at })
