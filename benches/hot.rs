@@ -55,6 +55,7 @@ fn verifier(alg: Algorithm) -> (JwtVerifier, String) {
         audience: Some(vec!["chat".into()]),
         leeway_secs: 30,
         tenant_claim: None,
+        services: Vec::new(),
     })
     .expect("verifier");
     let claims = serde_json::json!({
@@ -152,6 +153,7 @@ fn tokens_limits_audit(c: &mut Criterion) {
         request_id: "0123456789abcdef0123456789abcdef".into(),
         tenant: Some("acme".into()),
         user_id: Some("alice".into()),
+        service: None,
         client_ip: Some("203.0.113.7".into()),
         method: "POST".into(),
         route: Some("/channels/{type}/{id}/message".into()),

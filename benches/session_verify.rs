@@ -45,6 +45,7 @@ fn verifier(alg: Algorithm) -> (JwtVerifier, EncodingKey) {
         audience: Some(vec!["chat".into()]),
         leeway_secs: 30,
         tenant_claim: None,
+        services: Vec::new(),
     })
     .expect("verifier");
     (v, enc)

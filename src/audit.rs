@@ -1,7 +1,7 @@
 //! The audit log: one JSON record per request, and one per websocket session
 //! when it closes. Never a token, a cookie, a secret or a body: the record is
-//! built from the gateway's own decision (tenant, user id, route template,
-//! operation), not from the request text.
+//! built from the gateway's own decision (tenant, user id or service account,
+//! route template, operation), not from the request text.
 //!
 //! Records leave the request path through a bounded queue; one writer task
 //! drains it into the sink (`stdout`, `file` with reopen on SIGHUP and size
@@ -40,7 +40,11 @@ pub struct Record {
     pub kind: &'static str,
     pub request_id: String,
     pub tenant: Option<String>,
+    /// The signed-in user; `null` for anonymous and service requests.
     pub user_id: Option<String>,
+    /// The service account of a service request; absent on user records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
     pub client_ip: Option<String>,
     pub method: String,
     /// Route template from the route table (`/channels/{type}/{id}/message`).

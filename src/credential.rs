@@ -7,6 +7,9 @@
 //!
 //! Two different tokens in one request are refused rather than picking one:
 //! whichever the gateway ignored might be the one a later hop reads.
+//!
+//! [`service_marked`] reads the `Stream-Auth-Type: service` marker of
+//! service-account requests (see `service.rs`).
 
 use http::HeaderMap;
 
@@ -83,6 +86,37 @@ pub fn extract(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<Credential, Re
     } else {
         Credential::Missing
     })
+}
+
+/// True when the request is marked as a service account's:
+/// `Stream-Auth-Type: service` (header, or the `stream-auth-type` query
+/// parameter; any case). The marker next to another auth type is refused
+/// rather than picking one.
+pub fn service_marked(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<bool, Refusal> {
+    let (mut service, mut other) = (false, false);
+    let values = headers
+        .get_all("stream-auth-type")
+        .iter()
+        .map(|v| v.as_bytes())
+        .chain(
+            query
+                .iter()
+                .filter(|p| is_key(p, "stream-auth-type"))
+                .map(|p| p.value.as_bytes()),
+        );
+    for v in values {
+        if v.eq_ignore_ascii_case(crate::service::AUTH_TYPE.as_bytes()) {
+            service = true;
+        } else if !v.is_empty() {
+            other = true;
+        }
+    }
+    if service && other {
+        return Err(Refusal::BadRequest(
+            "conflicting Stream-Auth-Type values (service and another)",
+        ));
+    }
+    Ok(service)
 }
 
 /// The value of cookie `name` from the `Cookie` header(s); `None` when it
@@ -238,6 +272,24 @@ mod tests {
             extract(&headers(&["Bearer "], None), &[]),
             Ok(Credential::Missing)
         );
+    }
+
+    #[test]
+    fn the_service_marker_is_explicit_and_alone() {
+        let marked =
+            |kind: Option<&str>, q: &str| service_marked(&headers(&[], kind), &parse(q).unwrap());
+        assert_eq!(marked(Some("service"), ""), Ok(true));
+        assert_eq!(marked(Some("SERVICE"), ""), Ok(true));
+        assert_eq!(marked(None, "stream-auth-type=service"), Ok(true));
+        assert_eq!(
+            marked(Some("service"), "stream-auth-type=service"),
+            Ok(true)
+        );
+        assert_eq!(marked(Some("jwt"), ""), Ok(false));
+        assert_eq!(marked(None, ""), Ok(false));
+        assert_eq!(marked(Some("services"), ""), Ok(false));
+        assert!(marked(Some("service"), "stream-auth-type=jwt").is_err());
+        assert!(marked(Some("anonymous"), "stream-auth-type=service").is_err());
     }
 
     fn cookie_headers(cookies: &[&str], origin: Option<&str>, site: Option<&str>) -> HeaderMap {

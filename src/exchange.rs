@@ -4,6 +4,9 @@
 //! is unit-tested without sockets. The order follows `design.md`: tenant,
 //! credential (header, query, then the session cookie), session (verified by
 //! the tenant's source, then checked against revocations), policy.
+//! Requests marked `Stream-Auth-Type: service` take the service-account
+//! path instead (`service.rs` here: the service's credential, the route
+//! table regardless of side, the service's scope, the server token).
 //!
 //! It is async only because a session source may have to ask Redis or an
 //! identity provider; a cached session is answered without awaiting anything.
@@ -18,6 +21,7 @@ use crate::policy::{Decision, Policy};
 use crate::query::{self, is_key};
 use crate::refusal::Refusal;
 use crate::revocation::Revocations;
+use crate::service::{Presented, ServiceAccount};
 use crate::session::Session;
 use crate::stream_token::Minted;
 use crate::tenant::{Tenant, Tenants};
@@ -46,18 +50,61 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// The session's user; `None` for anonymous requests.
+    /// The session's user; `None` for anonymous and service requests.
     pub fn user_id(&self) -> Option<&str> {
         match &self.auth {
             ForwardAuth::User { user_id, .. } => Some(user_id),
-            ForwardAuth::Anonymous => None,
+            ForwardAuth::Anonymous | ForwardAuth::Service { .. } => None,
+        }
+    }
+
+    /// The service account, for service requests.
+    pub fn service(&self) -> Option<&Arc<ServiceAccount>> {
+        match &self.auth {
+            ForwardAuth::Service { service, .. } => Some(service),
+            _ => None,
         }
     }
 }
 
 pub enum ForwardAuth {
-    User { user_id: String, token: Arc<Minted> },
+    User {
+        user_id: String,
+        token: Arc<Minted>,
+    },
     Anonymous,
+    /// A service account, with the tenant's server-side token.
+    Service {
+        service: Arc<ServiceAccount>,
+        token: Arc<Minted>,
+    },
+}
+
+/// A refusal, and the service account it was decided for (once a service
+/// credential verified), so its audit record and metrics can name it.
+#[derive(Debug)]
+pub struct Refused {
+    pub refusal: Refusal,
+    pub service: Option<Arc<ServiceAccount>>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(refusal: Refusal) -> Refused {
+        Refused {
+            refusal,
+            service: None,
+        }
+    }
+}
+
+/// The parts of a request the decision reads after the tenant.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    pairs: &'a [query::Pair<'a>],
+    websocket: bool,
+    now: u64,
 }
 
 /// What a config reload replaces as one unit: the tenants (keys, sessions,
@@ -110,6 +157,21 @@ impl Exchange {
         websocket: bool,
         now: u64,
     ) -> Result<Forward, Refusal> {
+        self.decide_traced(method, path, raw_query, headers, websocket, now)
+            .await
+            .map_err(|r| r.refusal)
+    }
+
+    /// [`Exchange::decide`], with the service account a refusal was for.
+    pub async fn decide_traced(
+        &self,
+        method: &str,
+        path: &str,
+        raw_query: Option<&str>,
+        headers: &HeaderMap,
+        websocket: bool,
+        now: u64,
+    ) -> Result<Forward, Refused> {
         let routing = self.routing.load_full();
         let pairs = query::parse(raw_query.unwrap_or("")).map_err(Refusal::BadRequest)?;
 
@@ -117,7 +179,7 @@ impl Exchange {
         for p in pairs.iter().filter(|p| is_key(p, "api_key")) {
             match api_key {
                 Some(k) if k != p.value => {
-                    return Err(Refusal::BadRequest("more than one api_key"))
+                    return Err(Refusal::BadRequest("more than one api_key").into())
                 }
                 _ => api_key = Some(&p.value),
             }
@@ -126,15 +188,50 @@ impl Exchange {
             .and_then(|k| routing.tenants.by_api_key(k))
             .ok_or(Refusal::UnknownApiKey)?;
 
+        let marked = credential::service_marked(headers, &pairs)?;
         let mut credential = credential::extract(headers, &pairs)?;
         // The session cookie is the last resort: an explicit credential (or
         // an explicit anonymous request) wins over what the browser attached.
-        if let (Credential::Missing, Some(cookie)) = (&credential, &tenant.cookie) {
+        // A service request never takes its credential from a cookie.
+        if let (false, Credential::Missing, Some(cookie)) = (marked, &credential, &tenant.cookie) {
             if let Some(token) = credential::from_cookie(headers, &cookie.name)? {
                 credential::check_cookie_origin(headers, method, &cookie.allowed_origins)?;
                 credential = Credential::Token(token);
             }
         }
+        let request = Request {
+            method,
+            path,
+            pairs: &pairs,
+            websocket,
+            now,
+        };
+        match crate::service::classify(marked, credential).map_err(Refusal::ServiceAuth)? {
+            Presented::User(c) => self
+                .decide_user(&routing, tenant, c, request)
+                .await
+                .map_err(Refused::from),
+            Presented::Service(token) => {
+                self.decide_service(&routing, tenant, &token, request).await
+            }
+        }
+    }
+
+    /// The user path (a session, or anonymous), from the credential on.
+    async fn decide_user(
+        &self,
+        routing: &Routing,
+        tenant: &Arc<Tenant>,
+        credential: Credential,
+        request: Request<'_>,
+    ) -> Result<Forward, Refusal> {
+        let Request {
+            method,
+            path,
+            pairs,
+            websocket,
+            now,
+        } = request;
         let user = match credential {
             Credential::Token(token) => {
                 let source = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
@@ -223,7 +320,7 @@ impl Exchange {
                     append.push(("authorization", token.token()));
                     append.push(("stream-auth-type", "jwt"));
                 }
-                let q = query::rebuild(&pairs, drop, &append);
+                let q = query::rebuild(pairs, drop, &append);
                 (ForwardAuth::User { user_id, token }, q, Some(session))
             }
             None => {
@@ -234,7 +331,7 @@ impl Exchange {
                     append.push(("authorization", ""));
                     append.push(("stream-auth-type", "anonymous"));
                 }
-                let q = query::rebuild(&pairs, drop, &append);
+                let q = query::rebuild(pairs, drop, &append);
                 (ForwardAuth::Anonymous, q, None)
             }
         };
@@ -255,5 +352,6 @@ impl Exchange {
     }
 }
 
+mod service;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,10 @@
 //!   of open sockets that closes revoked or expired ones.
 //! - [`redis_conn`]: the shared Redis connection with its per-call timeout.
 //! - [`query`]: query-string parsing and the parameter swap.
-//! - [`stream_token`]: minting and caching per-user Stream tokens.
+//! - [`stream_token`]: minting and caching per-user Stream tokens, and the
+//!   tenant's server-side token for service accounts.
+//! - [`service`]: service accounts (trusted backends): telling them from
+//!   users (marker, token prefix), their tokens, scopes, `service-token`.
 //! - [`tenant`]: tenants by `api_key`.
 //! - [`limits`]: local rate limits (governor) per user, IP and tenant.
 //! - [`quota`]: per-tenant quotas shared through Redis.
@@ -60,6 +63,7 @@ pub mod redis_conn;
 pub mod refusal;
 pub mod revocation;
 pub mod server;
+pub mod service;
 pub mod session;
 pub mod stream_token;
 pub mod tenant;

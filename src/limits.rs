@@ -7,7 +7,9 @@
 //! `Clock`, so tests drive the buckets with a fake clock.
 //!
 //! Per-route limits ([`RouteSelector`]) are keyed by user, or by client IP for
-//! anonymous users. Not here yet: the fleet-wide quotas in Redis.
+//! anonymous users. A service account has its own bucket instead of the
+//! per-user, per-IP and per-route ones ([`LocalLimits::check_service`]); the
+//! tenant bucket counts everyone. The fleet-wide quotas live in `quota`.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -46,7 +48,8 @@ pub struct Limited {
     pub limit: u32,
     /// Whole seconds until a request would pass (`Retry-After`, at least 1).
     pub retry_after_secs: u64,
-    /// Which limit refused: `route`, `per_user`, `per_ip` or `per_tenant`.
+    /// Which limit refused: `route`, `per_user`, `per_ip`, `per_tenant` or
+    /// `per_service`.
     pub which: &'static str,
 }
 
@@ -63,7 +66,8 @@ pub enum RouteSelector {
 }
 
 impl RouteSelector {
-    fn matches(&self, method: &str, template: &str, operation: &str) -> bool {
+    /// True for a request of this operation, or this method and template.
+    pub fn matches(&self, method: &str, template: &str, operation: &str) -> bool {
         match self {
             RouteSelector::Operation(op) => op == operation,
             RouteSelector::Route {
@@ -75,7 +79,7 @@ impl RouteSelector {
 }
 
 /// Templates are equal up to placeholder names (`{id}` = `{message_id}`).
-fn same_shape(a: &str, b: &str) -> bool {
+pub fn same_shape(a: &str, b: &str) -> bool {
     use crate::policy::table::is_placeholder as seg;
     let (mut x, mut y) = (a.split('/'), b.split('/'));
     loop {
@@ -94,6 +98,8 @@ pub struct LocalLimits<C: Clock = DefaultClock> {
     per_user: Option<(u32, Keyed<String, C>)>,
     per_ip: Option<(u32, Keyed<IpAddr, C>)>,
     per_tenant: Option<(u32, Direct<C>)>,
+    /// Each service account's own bucket, by name (few, from config).
+    services: std::collections::HashMap<String, (u32, Direct<C>)>,
 }
 
 impl LocalLimits<DefaultClock> {
@@ -137,8 +143,16 @@ impl<C: Clock + Clone> LocalLimits<C> {
                 )
             }),
             routes: Vec::new(),
+            services: std::collections::HashMap::new(),
             clock,
         }
+    }
+
+    /// Adds a service account's own bucket.
+    pub fn with_service(mut self, name: &str, rate: Rate) -> Self {
+        let l = RateLimiter::direct_with_clock(rate.quota, self.clock.clone());
+        self.services.insert(name.to_string(), (rate.burst, l));
+        self
     }
 
     /// Adds a per-route limit (checked before the general ones).
@@ -153,6 +167,22 @@ impl<C: Clock + Clone> LocalLimits<C> {
             && self.per_ip.is_none()
             && self.per_tenant.is_none()
             && self.routes.is_empty()
+            && self.services.is_empty()
+    }
+
+    /// A service request: its own bucket, then the tenant's. The per-user,
+    /// per-IP and per-route buckets are for users (a backend calls for many
+    /// users, from few addresses); a service's own `limits` replace them.
+    pub fn check_service(&self, name: &str) -> Result<(), Limited> {
+        if let Some((burst, l)) = self.services.get(name) {
+            l.check()
+                .map_err(|n| self.limited("per_service", *burst, &n))?;
+        }
+        if let Some((burst, l)) = &self.per_tenant {
+            l.check()
+                .map_err(|n| self.limited("per_tenant", *burst, &n))?;
+        }
+        Ok(())
     }
 
     /// Takes one request from every bucket that applies, narrowest first.
@@ -249,141 +279,4 @@ pub fn after_prune() {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use governor::clock::FakeRelativeClock;
-
-    const ANY: RequestKind<'static> = RequestKind {
-        method: "GET",
-        template: "/app",
-        operation: "GetApp",
-    };
-
-    fn limits(
-        user: Option<Rate>,
-        ip: Option<Rate>,
-        tenant: Option<Rate>,
-    ) -> (LocalLimits<FakeRelativeClock>, FakeRelativeClock) {
-        let clock = FakeRelativeClock::default();
-        (
-            LocalLimits::with_clock(user, ip, tenant, clock.clone()),
-            clock,
-        )
-    }
-
-    #[test]
-    fn per_user_bucket_allows_burst_then_refills_at_rate() {
-        let (l, clock) = limits(Rate::new(2, 1, 3), None, None);
-        for _ in 0..3 {
-            assert_eq!(l.check(Some("a"), None, ANY), Ok(()));
-        }
-        assert_eq!(
-            l.check(Some("a"), None, ANY),
-            Err(Limited {
-                limit: 3,
-                retry_after_secs: 1,
-                which: "per_user",
-            })
-        );
-        assert_eq!(
-            l.check(Some("b"), None, ANY),
-            Ok(()),
-            "other users have their own bucket"
-        );
-        clock.advance(Duration::from_millis(500));
-        assert_eq!(
-            l.check(Some("a"), None, ANY),
-            Ok(()),
-            "one token back after 1/rate"
-        );
-        assert!(l.check(Some("a"), None, ANY).is_err());
-    }
-
-    #[test]
-    fn per_minute_rates_report_long_retry_after() {
-        let (l, _clock) = limits(None, Rate::new(6, 60, 1), None);
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert_eq!(l.check(None, Some(ip), ANY), Ok(()));
-        assert_eq!(
-            l.check(None, Some(ip), ANY),
-            Err(Limited {
-                limit: 1,
-                retry_after_secs: 10,
-                which: "per_ip",
-            })
-        );
-    }
-
-    #[test]
-    fn tenant_bucket_is_shared_by_everyone() {
-        let (l, _clock) = limits(None, None, Rate::new(1, 1, 2));
-        assert!(l.check(Some("a"), None, ANY).is_ok());
-        assert!(l.check(Some("b"), None, ANY).is_ok());
-        assert!(l.check(Some("c"), None, ANY).is_err());
-    }
-
-    #[test]
-    fn route_limits_apply_to_their_route_only() {
-        let clock = FakeRelativeClock::default();
-        let l = LocalLimits::with_clock(None, None, None, clock)
-            .with_route(
-                RouteSelector::Operation("SendMessage".into()),
-                Rate::new(1, 60, 1).unwrap(),
-            )
-            .with_route(
-                RouteSelector::Route {
-                    method: "POST".into(),
-                    template: "/channels/{a}/{b}/read".into(),
-                },
-                Rate::new(1, 60, 1).unwrap(),
-            );
-        let send = RequestKind {
-            method: "POST",
-            template: "/channels/{type}/{id}/message",
-            operation: "SendMessage",
-        };
-        let read = RequestKind {
-            method: "POST",
-            template: "/channels/{type}/{id}/read",
-            operation: "MarkRead",
-        };
-        assert!(l.check(Some("a"), None, send).is_ok());
-        assert!(l.check(Some("a"), None, send).is_err());
-        assert!(l.check(Some("b"), None, send).is_ok(), "per user");
-        assert!(l.check(Some("a"), None, read).is_ok());
-        assert!(
-            l.check(Some("a"), None, read).is_err(),
-            "template match ignores placeholder names"
-        );
-        assert!(
-            l.check(Some("a"), None, ANY).is_ok(),
-            "other routes unaffected"
-        );
-    }
-
-    #[test]
-    fn a_million_distinct_users_are_pruned_away() {
-        // The memory claim of the pruning timer: state for 1,000,000 one-off
-        // users is dropped once their buckets are full again.
-        let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
-        for i in 0..1_000_000u32 {
-            assert!(l.check(Some(&i.to_string()), None, ANY).is_ok());
-        }
-        assert_eq!(l.tracked_keys(), 1_000_000);
-        clock.advance(Duration::from_secs(2));
-        l.prune();
-        assert_eq!(l.tracked_keys(), 0);
-    }
-
-    #[test]
-    fn prune_drops_idle_keys() {
-        let (l, clock) = limits(Rate::new(10, 1, 10), None, None);
-        for i in 0..1000 {
-            l.check(Some(&format!("u{i}")), None, ANY).unwrap();
-        }
-        assert_eq!(l.tracked_keys(), 1000);
-        clock.advance(Duration::from_secs(2));
-        l.prune();
-        assert_eq!(l.tracked_keys(), 0);
-    }
-}
+mod tests;

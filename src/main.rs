@@ -52,6 +52,10 @@ enum Command {
     /// Revoke (or with --lift, un-revoke) a user's sessions or one session,
     /// on every instance sharing the config's [redis].
     Revoke(RevokeArgs),
+    /// Print a new random service-account token (first line: give it to the
+    /// backend) and the `token_sha256 = "..."` line for its
+    /// [[tenants.services]] entry (second line).
+    ServiceToken,
 }
 
 #[derive(clap::Args)]
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Some(Command::Check) => check(cli.config),
         Some(Command::Routes) => routes(cli.config),
         Some(Command::Revoke(args)) => revoke(cli.config, args),
+        Some(Command::ServiceToken) => service_token(),
         None => run(
             cli.config.clone(),
             RunFlags {
@@ -236,6 +241,25 @@ fn revoke(path: Option<PathBuf>, args: RevokeArgs) -> ExitCode {
         }
         Err(e) => {
             eprintln!("error: redis: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A new service token and its config line. Only the hash goes in the
+/// config; the token is shown this once.
+fn service_token() -> ExitCode {
+    match stream_gateway::service::new_token() {
+        Ok((token, hash)) => {
+            println!("{token}");
+            println!("token_sha256 = \"{hash}\"");
+            eprintln!(
+                "note: the first line is the token (shown once: give it to the backend, which sends it with Stream-Auth-Type: service); paste the second line into its [[tenants.services]] entry"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }

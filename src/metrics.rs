@@ -2,9 +2,9 @@
 //!
 //! One registry owned by the gateway (not the prometheus crate's default
 //! one), reached through [`get`]. Label values are bounded: tenant ids (from
-//! config), operation names (from the route table, or `-`), decisions,
-//! status codes, limit kinds and failure reasons (fixed sets). Never a raw
-//! path, a user id or a token.
+//! config), service account names (from config), operation names (from the
+//! route table, or `-`), decisions, status codes, limit kinds and failure
+//! reasons (fixed sets). Never a raw path, a user id or a token.
 
 use std::sync::OnceLock;
 
@@ -20,6 +20,8 @@ const BUCKETS: [f64; 14] = [
 pub struct Metrics {
     registry: Registry,
     pub requests: IntCounterVec,
+    pub service_requests: IntCounterVec,
+    pub service_rate_limited: IntCounterVec,
     pub request_duration: HistogramVec,
     pub upstream_duration: HistogramVec,
     pub websockets_open: IntGaugeVec,
@@ -76,6 +78,18 @@ impl Metrics {
                 "stream_gateway_requests_total",
                 "Requests (and websocket sessions) by tenant, operation, decision and status.",
                 &["tenant", "operation", "decision", "status"],
+            ),
+            service_requests: counter(
+                &r,
+                "stream_gateway_service_requests_total",
+                "Requests of service accounts (also in requests_total), by service, operation, decision and status.",
+                &["tenant", "service", "operation", "decision", "status"],
+            ),
+            service_rate_limited: counter(
+                &r,
+                "stream_gateway_service_rate_limited_total",
+                "Service-account requests refused by a local rate limit or quota, by limit.",
+                &["tenant", "service", "limit"],
             ),
             request_duration: histogram(
                 &r,

@@ -78,6 +78,9 @@ pub struct GatewayProxy {
 pub struct RequestCtx {
     forward: Option<Forward>,
     refusal: Option<Refusal>,
+    /// The service account of a service request (also when refused after
+    /// its credential verified), for the audit record and metrics.
+    service: Option<Arc<crate::service::ServiceAccount>>,
     /// Held by an open websocket; dropping it releases the socket's place.
     connection: Option<ConnectionGuard>,
     /// Held by an open websocket under fleet-wide caps; dropping it queues
@@ -183,7 +186,7 @@ impl ProxyHttp for GatewayProxy {
         let method = req.method.clone();
         let decision = self
             .exchange
-            .decide(
+            .decide_traced(
                 method.as_str(),
                 req.uri.path(),
                 req.uri.query(),
@@ -194,8 +197,12 @@ impl ProxyHttp for GatewayProxy {
             .await;
         let forward = match decision {
             Ok(f) => f,
-            Err(refusal) => return self.refuse(session, ctx, refusal, websocket).await,
+            Err(refused) => {
+                ctx.service = refused.service;
+                return self.refuse(session, ctx, refused.refusal, websocket).await;
+            }
         };
+        ctx.service = forward.service().cloned();
         let mut forward = forward;
         let mut admitted = self.admit(&forward, method.as_str(), client_ip, ctx).await;
         if admitted.is_ok() && !forward.websocket {
@@ -255,7 +262,7 @@ impl ProxyHttp for GatewayProxy {
         }
         headers.reserve(7);
         match &forward.auth {
-            ForwardAuth::User { token, .. } => {
+            ForwardAuth::User { token, .. } | ForwardAuth::Service { token, .. } => {
                 headers.insert(http::header::AUTHORIZATION, token.header.clone());
                 headers.insert(STREAM_AUTH_TYPE, HeaderValue::from_static("jwt"));
             }

@@ -13,6 +13,10 @@
 //! N requests, still never more than the quota fleet-wide, at the price of
 //! refusing early by at most `instances × (N − 1)` requests per window.
 //! Per-user counters stay exact (one round trip per signed-in request).
+//! A service account's requests count against the tenant's counters like
+//! anyone's, never against a user's; a service may also have its own minute
+//! and day windows (its share of the tenant quota), counted exactly like a
+//! user's under `sg:quota:{tenant}:s:<name>:...` ([`Who::Service`]).
 //! When Redis fails or is slow, `on_redis_error` decides: `local` (default)
 //! lets the request through (the local buckets still apply), `deny` refuses
 //! it with 503. The outage is logged once, and its end too.
@@ -63,15 +67,45 @@ impl Quota {
         self.per_minute.is_some() || self.per_day.is_some()
     }
 
-    fn has_user_limit(&self) -> bool {
-        self.user_per_minute.is_some() || self.user_per_day.is_some()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.per_minute.is_none()
             && self.per_day.is_none()
             && self.user_per_minute.is_none()
             && self.user_per_day.is_none()
+    }
+}
+
+/// Whose own counters a request also takes from, besides the tenant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who<'a> {
+    /// A signed-in user: the tenant's `user_requests_per_*` windows.
+    User(&'a str),
+    /// A service account and its own windows.
+    Service {
+        name: &'a str,
+        per_minute: Option<u64>,
+        per_day: Option<u64>,
+    },
+}
+
+impl<'a> Who<'a> {
+    /// (key segment, id, minute limit, day limit) of its counters; user ids
+    /// and service names are letters, digits, `@ _ -`: no key injection, and
+    /// the `u:`/`s:` segment keeps a user and a service of one name apart.
+    fn counters(self, quota: &Quota) -> (&'static str, &'a str, Option<u64>, Option<u64>) {
+        match self {
+            Who::User(u) => ("u", u, quota.user_per_minute, quota.user_per_day),
+            Who::Service {
+                name,
+                per_minute,
+                per_day,
+            } => ("s", name, per_minute, per_day),
+        }
+    }
+
+    fn is_limited(self, quota: &Quota) -> bool {
+        let (_, _, m, d) = self.counters(quota);
+        m.is_some() || d.is_some()
     }
 }
 
@@ -122,24 +156,26 @@ impl SharedQuotas {
         }
     }
 
-    /// Counts one request of `tenant` (and `user`, when signed in) at Unix
-    /// time `now`, or refuses it.
+    /// Counts one request of `tenant` (and of `who`, a signed-in user or a
+    /// service account, when given) at Unix time `now`, or refuses it.
     pub async fn check(
         &self,
         tenant: &str,
-        user: Option<&str>,
+        who: Option<Who<'_>>,
         quota: Quota,
         now: u64,
     ) -> Result<(), QuotaError> {
-        if quota.is_empty() {
+        let own = who.filter(|w| w.is_limited(&quota));
+        if !quota.has_tenant_limit() && own.is_none() {
             return Ok(());
         }
         if quota.lease <= 1 || !quota.has_tenant_limit() {
-            let counted = self.count(tenant, user, quota, now, true).await;
-            return self.outcome(counted, quota, now);
+            let counted = self.count(tenant, own, quota, now, true).await;
+            return self.outcome(counted, own, quota, now);
         }
         // Leased: the tenant counters from this instance's block, then the
-        // user's counters (exact), giving the unit back if those refuse.
+        // user's or service's counters (exact), giving the unit back if those
+        // refuse.
         let lease = self.leases.of(tenant);
         match lease
             .take(&self.redis, &self.lease_script, tenant, quota, now)
@@ -152,12 +188,11 @@ impl SharedQuotas {
             }
             Err(why) => self.failed(&why)?,
         }
-        let user_limited = user.is_some() && quota.has_user_limit();
-        if !user_limited {
+        if own.is_none() {
             return Ok(());
         }
-        let counted = self.count(tenant, user, quota, now, false).await;
-        let out = self.outcome(counted, quota, now);
+        let counted = self.count(tenant, own, quota, now, false).await;
+        let out = self.outcome(counted, own, quota, now);
         if matches!(out, Err(QuotaError::Exceeded { .. })) {
             lease.give_back(quota, now);
         }
@@ -169,18 +204,23 @@ impl SharedQuotas {
     fn outcome(
         &self,
         counted: Result<i64, String>,
+        own: Option<Who<'_>>,
         quota: Quota,
         now: u64,
     ) -> Result<(), QuotaError> {
         match counted {
             Ok(code) => {
                 self.up();
-                // Counter order: tenant minute, tenant day, user minute, user day.
+                let (own_minute, own_day) = match own.map(|w| w.counters(&quota)) {
+                    Some((_, _, m, d)) => (m, d),
+                    None => (None, None),
+                };
+                // Counter order: tenant minute, tenant day, own minute, own day.
                 let (limit, window) = match code {
                     1 => (quota.per_minute, 60),
                     2 => (quota.per_day, 86_400),
-                    3 => (quota.user_per_minute, 60),
-                    4 => (quota.user_per_day, 86_400),
+                    3 => (own_minute, 60),
+                    4 => (own_day, 86_400),
                     _ => return Ok(()),
                 };
                 Err(QuotaError::Exceeded {
@@ -212,12 +252,12 @@ impl SharedQuotas {
     }
 
     /// Runs the exact script on the tenant's counters (when `tenant_counters`)
-    /// and the user's; the answer numbers counters as tenant minute, tenant
-    /// day, user minute, user day whichever are sent.
+    /// and `own` (a user's or service's); the answer numbers counters as
+    /// tenant minute, tenant day, own minute, own day whichever are sent.
     async fn count(
         &self,
         tenant: &str,
-        user: Option<&str>,
+        own: Option<Who<'_>>,
         quota: Quota,
         now: u64,
         tenant_counters: bool,
@@ -233,20 +273,19 @@ impl SharedQuotas {
                 .arg(quota.per_day.unwrap_or(0))
                 .arg(2 * 86_400);
         }
-        // User ids are Stream-safe (letters, digits, @ _ -): no key injection.
-        if let Some(u) = user.filter(|_| quota.has_user_limit()) {
-            inv.key(format!("sg:quota:{{{tenant}}}:u:{u}:m:{minute}"))
-                .arg(quota.user_per_minute.unwrap_or(0))
+        if let Some((kind, id, per_minute, per_day)) = own.map(|w| w.counters(&quota)) {
+            inv.key(format!("sg:quota:{{{tenant}}}:{kind}:{id}:m:{minute}"))
+                .arg(per_minute.unwrap_or(0))
                 .arg(120)
-                .key(format!("sg:quota:{{{tenant}}}:u:{u}:d:{day}"))
-                .arg(quota.user_per_day.unwrap_or(0))
+                .key(format!("sg:quota:{{{tenant}}}:{kind}:{id}:d:{day}"))
+                .arg(per_day.unwrap_or(0))
                 .arg(2 * 86_400);
         }
         let code: i64 = self
             .redis
             .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
             .await?;
-        // Without the tenant's two counters, the user's are numbered 1 and 2.
+        // Without the tenant's two counters, the own ones are numbered 1 and 2.
         Ok(if tenant_counters || code == 0 {
             code
         } else {

@@ -38,6 +38,14 @@ pub enum Refusal {
     InvalidSession(&'static str),
     /// Server-side-only route (code 17).
     ServerRoute,
+    /// A service credential on the user path, a service request without a
+    /// service credential of the tenant, and the like (401, code 5).
+    ServiceAuth(crate::service::ServiceAuthError),
+    /// A route outside the service account's scope (code 17).
+    OutOfScope,
+    /// A service account asking for a websocket or a long poll (code 17):
+    /// a server token has no user to connect as.
+    ServiceWebsocket,
     /// The websocket `json.user_id` (or `user_details.id`) is not the
     /// session's user (code 17).
     IdentityMismatch,
@@ -104,9 +112,12 @@ impl Refusal {
             | Refusal::SessionNotYetValid
             | Refusal::SessionIssuedInFuture
             | Refusal::BadSignature
-            | Refusal::InvalidSession(_) => 401,
+            | Refusal::InvalidSession(_)
+            | Refusal::ServiceAuth(_) => 401,
             Refusal::AnonymousRouteNotAllowed
             | Refusal::ServerRoute
+            | Refusal::OutOfScope
+            | Refusal::ServiceWebsocket
             | Refusal::UnknownRoute
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 403,
@@ -135,13 +146,16 @@ impl Refusal {
             Refusal::UnknownApiKey => 2,
             Refusal::MissingCredential
             | Refusal::AnonymousNotAllowed
-            | Refusal::InvalidSession(_) => 5,
+            | Refusal::InvalidSession(_)
+            | Refusal::ServiceAuth(_) => 5,
             Refusal::SessionExpired => 40,
             Refusal::SessionNotYetValid => 41,
             Refusal::SessionIssuedInFuture => 42,
             Refusal::BadSignature => 43,
             Refusal::AnonymousRouteNotAllowed
             | Refusal::ServerRoute
+            | Refusal::OutOfScope
+            | Refusal::ServiceWebsocket
             | Refusal::UnknownRoute
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => 17,
@@ -185,6 +199,11 @@ impl Refusal {
             Refusal::ServerRoute => {
                 "this endpoint is server-side only and cannot be called through the gateway".into()
             }
+            Refusal::ServiceAuth(e) => e.message().into(),
+            Refusal::OutOfScope => "this endpoint is not in the service account's scope".into(),
+            Refusal::ServiceWebsocket => {
+                "service accounts cannot open websockets or long polls".into()
+            }
             Refusal::UnknownRoute => "this endpoint is not allowed through the gateway".into(),
             Refusal::OriginNotAllowed => {
                 "cookie sessions are only accepted from the app's allowed origins".into()
@@ -223,6 +242,7 @@ impl Refusal {
         match self {
             Refusal::ServerRoute => "refused_server_route",
             Refusal::UnknownRoute => "refused_unknown_route",
+            Refusal::OutOfScope | Refusal::ServiceWebsocket => "refused_out_of_scope",
             Refusal::UnknownApiKey
             | Refusal::MissingCredential
             | Refusal::AnonymousNotAllowed
@@ -232,6 +252,7 @@ impl Refusal {
             | Refusal::SessionIssuedInFuture
             | Refusal::BadSignature
             | Refusal::InvalidSession(_)
+            | Refusal::ServiceAuth(_)
             | Refusal::SessionUnavailable
             | Refusal::OriginNotAllowed
             | Refusal::IdentityMismatch => "unauthenticated",
@@ -263,6 +284,7 @@ impl Refusal {
             Refusal::BadSignature => "bad_signature",
             Refusal::SessionUnavailable => "source_unavailable",
             Refusal::OriginNotAllowed => "origin_not_allowed",
+            Refusal::ServiceAuth(e) => e.reason(),
             Refusal::InvalidSession(why) => match *why {
                 "malformed token" => "malformed",
                 "algorithm not allowed" => "algorithm_not_allowed",
@@ -323,6 +345,12 @@ mod tests {
             Refusal::BadSignature,
             Refusal::InvalidSession("x"),
             Refusal::ServerRoute,
+            Refusal::ServiceAuth(crate::service::ServiceAuthError::Unmarked),
+            Refusal::ServiceAuth(crate::service::ServiceAuthError::Missing),
+            Refusal::ServiceAuth(crate::service::ServiceAuthError::Unknown),
+            Refusal::ServiceAuth(crate::service::ServiceAuthError::UsedAsUser),
+            Refusal::OutOfScope,
+            Refusal::ServiceWebsocket,
             Refusal::UnknownRoute,
             Refusal::IdentityMismatch,
             Refusal::TooManyConnections,

@@ -103,10 +103,11 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         .any(|t| matches!(t.session, Some(crate::config::SessionSettings::Opaque(_))))
         || settings.redis.as_ref().is_some_and(|r| {
             r.on_error == crate::quota::OnRedisError::Deny
-                && settings
-                    .tenants
-                    .iter()
-                    .any(|t| !t.quota.is_empty() || t.fleet_connection_caps)
+                && settings.tenants.iter().any(|t| {
+                    !t.quota.is_empty()
+                        || t.fleet_connection_caps
+                        || t.services.iter().any(|s| s.quota != Default::default())
+                })
         })
         || settings.audit.as_ref().is_some_and(|a| {
             matches!(a.sink, crate::audit::Sink::Redis { .. })

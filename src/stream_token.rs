@@ -1,5 +1,8 @@
 //! Mints the per-user Stream JWT (`{"user_id", "iat", "exp"}`, HS256 with the
-//! tenant's Stream secret) and caches it per user.
+//! tenant's Stream secret) and caches it per user; and the tenant's
+//! server-side token (`{"server": true, "iat", "exp"}`: no user id, which is
+//! what makes Stream treat it as server-side auth) for service accounts, one
+//! per tenant, cached and refreshed the same way.
 //!
 //! A cached token is handed out only while at least a quarter of its life is
 //! left, so a request never reaches Stream with a token about to expire; past
@@ -39,6 +42,13 @@ struct Claims<'a> {
     exp: u64,
 }
 
+#[derive(Serialize)]
+struct ServerClaims {
+    server: bool,
+    iat: u64,
+    exp: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     #[error("signing failed: {0}")]
@@ -52,6 +62,8 @@ pub struct TokenMinter {
     header: Header,
     ttl: u64,
     cache: moka::sync::Cache<String, Arc<Minted>, ahash::RandomState>,
+    /// The tenant's server token (service accounts), minted on first use.
+    server: arc_swap::ArcSwapOption<Minted>,
     /// (mints, cache hits) of the tenant, when counted in metrics.
     counters: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
@@ -76,8 +88,38 @@ impl TokenMinter {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build_with_hasher(ahash::RandomState::new()),
+            server: arc_swap::ArcSwapOption::empty(),
             counters: None,
         }
+    }
+
+    /// The tenant's server-side token with life left at `now`: cached, or
+    /// minted now. Shared by every service account of the tenant (the token
+    /// names no one; the gateway's audit record says which service it was).
+    /// Two requests at the refresh point may both mint; either token is good.
+    pub fn server_token(&self, now: u64) -> Result<Arc<Minted>, MintError> {
+        if let Some(t) = self.server.load_full() {
+            if now < t.refresh_at {
+                if let Some((_, hits)) = &self.counters {
+                    hits.inc();
+                }
+                return Ok(t);
+            }
+        }
+        let exp = now + self.ttl;
+        let minted = Arc::new(self.signed(
+            &ServerClaims {
+                server: true,
+                iat: now,
+                exp,
+            },
+            now,
+        )?);
+        if let Some((mints, _)) = &self.counters {
+            mints.inc();
+        }
+        self.server.store(Some(Arc::clone(&minted)));
+        Ok(minted)
     }
 
     /// A token for `user_id` with life left at `now`: cached, or minted now.
@@ -100,19 +142,23 @@ impl TokenMinter {
 
     fn mint(&self, user_id: &str, now: u64) -> Result<Minted, MintError> {
         let exp = now + self.ttl;
-        let token = encode(
-            &self.header,
+        self.signed(
             &Claims {
                 user_id,
                 iat: now,
                 exp,
             },
-            &self.key,
-        )?;
+            now,
+        )
+    }
+
+    /// Signs `claims` (issued at `now`, expiring after the TTL).
+    fn signed(&self, claims: &impl Serialize, now: u64) -> Result<Minted, MintError> {
+        let token = encode(&self.header, claims, &self.key)?;
         Ok(Minted {
             header: HeaderValue::from_str(&token).map_err(|_| MintError::Header)?,
             iat: now,
-            exp,
+            exp: now + self.ttl,
             refresh_at: now + self.ttl * 3 / 4,
         })
     }
@@ -145,6 +191,29 @@ mod tests {
             serde_json::json!({"user_id": "alice", "iat": 1000, "exp": 4600})
         );
         assert!(!t.token().starts_with("Bearer"));
+    }
+
+    #[test]
+    fn the_server_token_has_no_user_and_is_cached_then_refreshed() {
+        let m = minter(100);
+        let a = m.server_token(1_000).unwrap();
+        let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let data =
+            decode::<serde_json::Value>(a.token(), &DecodingKey::from_secret(b"stream-secret"), &v)
+                .unwrap();
+        assert_eq!(
+            data.claims,
+            serde_json::json!({"server": true, "iat": 1000, "exp": 1100})
+        );
+        let b = m.server_token(1_074).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "reused while 1/4 of its life is left");
+        let c = m.server_token(1_075).unwrap();
+        assert!(!Arc::ptr_eq(&a, &c), "re-minted before expiry");
+        assert_eq!((c.iat, c.exp), (1_075, 1_175));
+        let user = m.token_for("server", 1_075).unwrap();
+        assert_ne!(user.token(), c.token(), "a user named server is a user");
     }
 
     #[test]

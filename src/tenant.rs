@@ -1,5 +1,5 @@
-//! Tenants: one Stream app each (key, secret, session source, token cache),
-//! looked up by the `api_key` the client sends.
+//! Tenants: one Stream app each (key, secret, session source, token cache,
+//! service accounts), looked up by the `api_key` the client sends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub struct Tenant {
     pub fleet_connection_caps: bool,
     pub limits: LocalLimits,
     pub quota: crate::quota::Quota,
+    /// Service accounts (trusted backends with server-side tokens).
+    pub services: crate::service::Services,
 }
 
 pub struct Tenants {
@@ -74,10 +76,18 @@ impl Tenants {
                         t.max_connections,
                     ),
                     fleet_connection_caps: t.fleet_connection_caps,
-                    limits: t.route_limits.into_iter().fold(
-                        LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
-                        |l, (sel, rate)| l.with_route(sel, rate),
-                    ),
+                    limits: t
+                        .services
+                        .iter()
+                        .filter_map(|s| s.rate.map(|r| (s.name.as_str(), r)))
+                        .fold(
+                            t.route_limits.into_iter().fold(
+                                LocalLimits::new(t.per_user, t.per_ip, t.per_tenant),
+                                |l, (sel, rate)| l.with_route(sel, rate),
+                            ),
+                            |l, (name, rate)| l.with_service(name, rate),
+                        ),
+                    services: crate::service::Services::new(t.services),
                     quota: t.quota,
                     id: t.id,
                     api_key: t.api_key.clone(),

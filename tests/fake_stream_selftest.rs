@@ -144,6 +144,40 @@ async fn server_token_is_recorded_as_server() {
 }
 
 #[tokio::test]
+async fn any_signed_token_without_user_id_is_server_auth() {
+    // Stream: "client-side tokens must include the user_id claim, server
+    // tokens do not". The {"server": true} claim is what the SDKs send, not
+    // what makes it one; a bad signature or expiry still refuses it.
+    let fs = fake();
+    for claims in [
+        json!({"sub": "alice"}),
+        json!({"server": false}),
+        json!({"server": true, "iat": now() - 5, "exp": now() + 60}),
+    ] {
+        let tok = hs_token("HS256", SECRET, claims.clone());
+        let resp = jwt_req(&fs, &format!("/app?api_key={KEY}&user_id=bob"), &tok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{claims}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["fake"]["auth"], "server", "{claims}");
+    }
+    let expired = hs_token("HS256", SECRET, json!({"server": true, "exp": now() - 1}));
+    let resp = jwt_req(&fs, &format!("/app?api_key={KEY}"), &expired)
+        .send()
+        .await
+        .unwrap();
+    assert_stream_error(resp, 401, 40).await;
+    let forged = hs_token("HS256", "not-the-secret", json!({"server": true}));
+    let resp = jwt_req(&fs, &format!("/app?api_key={KEY}"), &forged)
+        .send()
+        .await
+        .unwrap();
+    assert_stream_error(resp, 401, 43).await;
+}
+
+#[tokio::test]
 async fn bearer_prefix_is_refused() {
     let fs = fake();
     let resp = jwt_req(
@@ -236,16 +270,12 @@ async fn other_token_problems_are_code_5() {
         ("alg none", none_token(json!({"user_id": "alice"}))),
         ("garbage", "not.a.jwt".to_string()),
         (
-            "no user_id",
-            hs_token("HS256", SECRET, json!({"sub": "alice"})),
-        ),
-        (
             "numeric user_id",
             hs_token("HS256", SECRET, json!({"user_id": 7})),
         ),
         (
-            "server false",
-            hs_token("HS256", SECRET, json!({"server": false})),
+            "empty user_id",
+            hs_token("HS256", SECRET, json!({"user_id": ""})),
         ),
     ];
     for (what, tok) in cases {
@@ -284,9 +314,9 @@ async fn other_token_problems_are_code_5() {
         .await
         .unwrap();
     assert_stream_error(resp, 401, 5).await;
-    assert_eq!(fs.requests().len(), 10);
+    assert_eq!(fs.requests().len(), 9);
     assert!(fs.requests().iter().all(|r| r.auth.is_err()));
-    assert_eq!(fs.requests()[9].header_all("authorization").len(), 2);
+    assert_eq!(fs.requests()[8].header_all("authorization").len(), 2);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::redis::RedisServer;
 use common::*;
-use stream_gateway::quota::{OnRedisError, Quota, QuotaError, SharedQuotas};
+use stream_gateway::quota::{OnRedisError, Quota, QuotaError, SharedQuotas, Who};
 use stream_gateway::redis_conn::Redis;
 
 /// A minute start, far from "now" so no other test's keys collide.
@@ -69,7 +69,7 @@ async fn two_instances_never_pass_more_than_the_quota_and_call_redis_once_per_bl
     for i in 0..400 {
         let inst = Arc::clone(if i % 2 == 0 { &a } else { &b });
         tasks.push(tokio::spawn(async move {
-            inst.check("t1", Some("u"), q, T0).await
+            inst.check("t1", Some(Who::User("u")), q, T0).await
         }));
     }
     let mut passed = 0;
@@ -220,10 +220,10 @@ async fn a_user_refusal_gives_the_tenant_unit_back() {
         lease: 5,
         ..Quota::default()
     };
-    assert_eq!(a.check("t5", Some("alice"), q, T0).await, Ok(()));
+    assert_eq!(a.check("t5", Some(Who::User("alice")), q, T0).await, Ok(()));
     for _ in 0..3 {
         assert_eq!(
-            a.check("t5", Some("alice"), q, T0).await,
+            a.check("t5", Some(Who::User("alice")), q, T0).await,
             Err(QuotaError::Exceeded {
                 limit: 1,
                 reset_at: T0 + 60
@@ -232,9 +232,16 @@ async fn a_user_refusal_gives_the_tenant_unit_back() {
     }
     // Alice's refusals did not use the tenant's units: 4 more users pass.
     for u in ["bob", "carol", "dave", "erin"] {
-        assert_eq!(a.check("t5", Some(u), q, T0).await, Ok(()), "{u}");
+        assert_eq!(
+            a.check("t5", Some(Who::User(u)), q, T0).await,
+            Ok(()),
+            "{u}"
+        );
     }
-    assert!(a.check("t5", Some("frank"), q, T0).await.is_err());
+    assert!(a
+        .check("t5", Some(Who::User("frank")), q, T0)
+        .await
+        .is_err());
 }
 
 /// Through two real gateways: a leased quota of 6 with blocks of 3.

@@ -20,6 +20,10 @@ impl Record {
         opt_string(out, self.tenant.as_deref());
         out.extend_from_slice(b",\"user_id\":");
         opt_string(out, self.user_id.as_deref());
+        if let Some(service) = &self.service {
+            out.extend_from_slice(b",\"service\":");
+            string(out, service);
+        }
         out.extend_from_slice(b",\"client_ip\":");
         opt_string(out, self.client_ip.as_deref());
         out.extend_from_slice(b",\"method\":");
@@ -107,6 +111,7 @@ mod tests {
             request_id: "0123456789abcdef0123456789abcdef".into(),
             tenant: Some("acme".into()),
             user_id: Some("alice@x_y-z".into()),
+            service: None,
             client_ip: Some("::1".into()),
             method: "GET".into(),
             route: Some("/channels/{type}/{id}".into()),
@@ -151,6 +156,21 @@ mod tests {
         same_as_serde(&r);
         r.latency_ms = f64::NAN;
         same_as_serde(&r);
+        r.service = Some("billing".into());
+        same_as_serde(&r);
+        r.service = Some("odd\"name\n".into());
+        same_as_serde(&r);
+    }
+
+    #[test]
+    fn user_records_have_no_service_field_and_service_records_name_it() {
+        let mut r = record();
+        assert!(!r.to_json().contains("service"));
+        r.user_id = None;
+        r.service = Some("billing".into());
+        let v: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["user_id"], serde_json::Value::Null);
+        assert_eq!(v["service"], "billing");
     }
 
     #[test]

@@ -7,6 +7,7 @@ fn record(i: u64) -> Record {
         kind: "request",
         request_id: format!("r{i}"),
         tenant: Some("acme".into()),
+        service: None,
         user_id: Some("alice".into()),
         client_ip: Some("127.0.0.1".into()),
         method: "GET".into(),

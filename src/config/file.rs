@@ -114,6 +114,37 @@ pub struct TenantSection {
     pub session: Option<SessionSection>,
     pub limits: Option<LimitsSection>,
     pub quota: Option<QuotaSection>,
+    /// `[[tenants.services]]`: trusted backends with server-side tokens.
+    #[serde(default)]
+    pub services: Vec<ServiceSection>,
+}
+
+/// One `[[tenants.services]]`: a service account. Its credential is
+/// `token_sha256` (a random token, stored as its hash) or `jwt_claim` +
+/// `jwt_value` (a JWT of the tenant's jwt/jwks session verifier); exactly
+/// one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSection {
+    pub name: String,
+    pub token_sha256: Option<String>,
+    pub jwt_claim: Option<String>,
+    pub jwt_value: Option<String>,
+    /// With `jwt_claim`: `sub` must also equal this.
+    pub subject: Option<String>,
+    /// Operation names, `"METHOD /path/{x}"` from the route table, or `"*"`.
+    #[serde(default)]
+    pub operations: Vec<String>,
+    pub limits: Option<RateSection>,
+    pub quota: Option<ServiceQuotaSection>,
+}
+
+/// A service's own windows of the shared quota (needs `[redis]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceQuotaSection {
+    pub requests_per_minute: Option<u64>,
+    pub requests_per_day: Option<u64>,
 }
 
 /// One `[tenants.session]`; `type` picks the variant.

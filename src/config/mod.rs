@@ -132,6 +132,9 @@ pub struct TenantSettings {
     /// CORS: exact web origins allowed to call from a browser; empty: no
     /// CORS headers (and no Origin check).
     pub allowed_origins: Vec<String>,
+    /// Service accounts (their JWT claims are also in the session
+    /// verifier's rules).
+    pub services: Vec<crate::service::ServiceSettings>,
 }
 
 /// A tenant's session source, validated; built into a

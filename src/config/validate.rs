@@ -18,6 +18,7 @@ use crate::policy::{Policy, Rule, UnknownRoutes};
 mod limits;
 use limits::rate;
 mod redis_section;
+mod services;
 mod session;
 #[cfg(test)]
 mod tests;
@@ -72,26 +73,8 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
                 "{name}.id: must not contain {{ or }} with [redis] (the id is the Redis Cluster hash tag of the tenant's keys)"
             ));
         }
-        if t.quota.is_some() && raw.redis.is_none() {
-            p.add(format!(
-                "{name}.quota: shared quotas need a [redis] section"
-            ));
-        }
         if let Some(q) = &t.quota {
-            match q.lease {
-                Some(0) => p.add(format!(
-                    "{name}.quota.lease: must be at least 1 (1: every request counted in Redis)"
-                )),
-                Some(n) if n > 1
-                    && q.requests_per_minute.unwrap_or(0) == 0
-                    && q.requests_per_day.unwrap_or(0) == 0 =>
-                {
-                    p.add(format!(
-                        "{name}.quota.lease: leases apply to requests_per_minute/day, and neither is set"
-                    ))
-                }
-                _ => {}
-            }
+            limits::quota(&name, q, raw.redis.is_some(), &mut p);
         }
         if let Some(t) = tenant(
             &name,
@@ -359,6 +342,14 @@ fn tenant(
             p.add(format!("{name}.allowed_origins: \"{o}\": {e}"));
         }
     }
+    let kind = match &t.session {
+        None => services::SessionKind::None,
+        Some(SessionSection::Jwt(_)) => services::SessionKind::Jwt,
+        Some(SessionSection::Jwks(_)) => services::SessionKind::Jwks,
+        Some(SessionSection::Redis(_)) => services::SessionKind::Opaque,
+    };
+    let (service_settings, service_claims) =
+        services::services(name, &t.services, kind, policy, has_redis, p);
     let ttl = t.stream_token_ttl.unwrap_or(file::DEFAULT_STREAM_TOKEN_TTL);
     if ttl.as_secs() < 1 {
         p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
@@ -373,12 +364,20 @@ fn tenant(
         }
         Some(SessionSection::Jwt(j)) => {
             let cookie = session::cookie(name, j.cookie.clone(), j.allowed_origins.clone(), p);
-            let v = session::jwt(name, &t.id, j, base_dir, api_secret.as_ref(), p);
+            let v = session::jwt(
+                name,
+                &t.id,
+                j,
+                base_dir,
+                api_secret.as_ref(),
+                service_claims,
+                p,
+            );
             (v.map(|v| SessionSettings::Jwt(Box::new(v))), cookie)
         }
         Some(SessionSection::Jwks(j)) => {
             let cookie = session::cookie(name, j.cookie.clone(), j.allowed_origins.clone(), p);
-            let o = session::jwks(name, &t.id, j, p);
+            let o = session::jwks(name, &t.id, j, service_claims, p);
             (o.map(|o| SessionSettings::Jwks(Box::new(o))), cookie)
         }
         Some(SessionSection::Redis(r)) => {
@@ -436,5 +435,6 @@ fn tenant(
         session,
         cookie,
         allowed_origins,
+        services: service_settings,
     })
 }

@@ -63,6 +63,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
         fleet_connection_caps: false,
         cookie: None,
         allowed_origins: Vec::new(),
+        services: Vec::new(),
         session: with_session.then(|| {
             crate::config::SessionSettings::Jwt(Box::new(
                 JwtVerifier::new(JwtOptions {
@@ -73,6 +74,7 @@ fn exchange(allow_anonymous: bool) -> Exchange {
                     audience: None,
                     leeway_secs: 0,
                     tenant_claim: None,
+                    services: Vec::new(),
                 })
                 .unwrap(),
             ))

@@ -128,18 +128,29 @@ impl Policy {
     }
 
     pub fn decide(&self, method: &str, raw_path: &str) -> Decision {
+        self.classify(method, raw_path, false)
+    }
+
+    /// The decision for a service account: client and server routes are both
+    /// forwarded (the account's scope decides, not the table's side); unknown
+    /// routes as for users. Never `RefuseServerRoute`.
+    pub fn decide_service(&self, method: &str, raw_path: &str) -> Decision {
+        self.classify(method, raw_path, true)
+    }
+
+    fn classify(&self, method: &str, raw_path: &str, server_allowed: bool) -> Decision {
         let path = match normalize(raw_path) {
             Ok(path) => path,
             Err(error) => return Decision::BadPath(error),
         };
         match self.table.classify(method, &path) {
             Some(found) => match found.route.side {
-                Side::Client => Decision::Forward {
-                    path: found.canonical_path,
+                Side::Server if !server_allowed => Decision::RefuseServerRoute {
                     operation: found.route.operation.clone(),
                     template: found.route.template.clone(),
                 },
-                Side::Server => Decision::RefuseServerRoute {
+                Side::Client | Side::Server => Decision::Forward {
+                    path: found.canonical_path,
                     operation: found.route.operation.clone(),
                     template: found.route.template.clone(),
                 },

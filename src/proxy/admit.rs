@@ -9,7 +9,7 @@ use super::respond::{respond, respond_websocket};
 use super::{unix_now, GatewayProxy, RequestCtx};
 use crate::exchange::Forward;
 use crate::limits::RequestKind;
-use crate::quota::QuotaError;
+use crate::quota::{QuotaError, Who};
 use crate::refusal::Refusal;
 
 impl GatewayProxy {
@@ -32,12 +32,30 @@ impl GatewayProxy {
             template: &forward.template,
             operation: &forward.operation,
         };
-        tenant
-            .limits
-            .check(user, client_ip, kind)
-            .map_err(Refusal::RateLimited)?;
+        // A service has its own bucket (and the tenant's), and its own
+        // quota windows; it counts against the tenant's quota like anyone.
+        let who = match forward.service() {
+            Some(s) => {
+                tenant
+                    .limits
+                    .check_service(&s.name)
+                    .map_err(Refusal::RateLimited)?;
+                Some(Who::Service {
+                    name: &s.name,
+                    per_minute: s.quota.per_minute,
+                    per_day: s.quota.per_day,
+                })
+            }
+            None => {
+                tenant
+                    .limits
+                    .check(user, client_ip, kind)
+                    .map_err(Refusal::RateLimited)?;
+                user.map(Who::User)
+            }
+        };
         if let Some(q) = &self.quotas {
-            match q.check(&tenant.id, user, tenant.quota, unix_now()).await {
+            match q.check(&tenant.id, who, tenant.quota, unix_now()).await {
                 Ok(()) => {}
                 Err(QuotaError::Exceeded { limit, reset_at }) => {
                     return Err(Refusal::QuotaExceeded { limit, reset_at })

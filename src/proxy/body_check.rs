@@ -35,7 +35,9 @@ impl GatewayProxy {
         if content_length.is_some_and(|n| n > bp.max_body_bytes) {
             return Err(Refusal::PayloadTooLarge);
         }
-        if bp.server_only == ServerOnlyMode::Pass {
+        // Server-only fields are what server-side calls may set: a service
+        // account's body goes through as sent (only the size cap applies).
+        if bp.server_only == ServerOnlyMode::Pass || forward.service().is_some() {
             return Ok(());
         }
         let Some(rules) = bp.fields.rules(req.method.as_str(), &forward.template) else {

@@ -79,6 +79,27 @@ impl GatewayProxy {
                 .with_label_values(&[tenant_id])
                 .observe(d.as_secs_f64());
         }
+        if let Some(service) = &ctx.service {
+            m.service_requests
+                .with_label_values(&[
+                    tenant_id,
+                    &service.name,
+                    operation.as_deref().unwrap_or("-"),
+                    decision,
+                    &status_label,
+                ])
+                .inc();
+            let limit = match &ctx.refusal {
+                Some(Refusal::RateLimited(l)) => Some(l.which),
+                Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => Some("quota"),
+                _ => None,
+            };
+            if let Some(limit) = limit {
+                m.service_rate_limited
+                    .with_label_values(&[tenant_id, &service.name, limit])
+                    .inc();
+            }
+        }
         match &ctx.refusal {
             Some(Refusal::RateLimited(l)) => m
                 .rate_limited
@@ -114,6 +135,7 @@ impl GatewayProxy {
             request_id: std::mem::take(&mut ctx.request_id),
             tenant: tenant.map(|t| t.id.clone()),
             user_id,
+            service: ctx.service.as_ref().map(|s| s.name.clone()),
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             method: req.method.as_str().to_string(),
             route: route.map(Cow::into_owned),

@@ -10,22 +10,46 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{JwksVerifier, JwtVerifier, Session, SessionError};
+use super::{JwksVerifier, JwtVerifier, ServiceSession, Session, SessionError};
+
+/// A verified credential with an expiry, as cached.
+pub trait Expiring {
+    /// `exp`, Unix seconds.
+    fn expires_at(&self) -> u64;
+}
+
+impl Expiring for Session {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+impl Expiring for ServiceSession {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
+/// Service JWTs verified at once per source: service accounts are few, and
+/// their tokens are renewed rarely.
+const SERVICE_CACHE_SIZE: u64 = 1024;
 
 /// How long a verified token is trusted without re-verifying its signature.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
-/// Verified sessions by token text, for any JWT source.
-pub struct VerifiedCache {
+/// Verified sessions by token text, for any JWT source. User sessions and
+/// service credentials live in two caches of their own, so a token verified
+/// as one kind is never served as the other.
+pub struct VerifiedCache<T: Expiring = Session> {
     leeway: u64,
     /// Keyed by the SHA-256 of the token: 32 bytes an entry whatever the
     /// token's size, no token text kept in memory, and no collision anyone
     /// can construct (a collision would hand one token another's session).
-    cache: moka::sync::Cache<[u8; 32], Arc<Session>, ahash::RandomState>,
+    cache: moka::sync::Cache<[u8; 32], Arc<T>, ahash::RandomState>,
 }
 
-impl VerifiedCache {
-    pub fn new(capacity: u64, leeway_secs: u64) -> VerifiedCache {
+impl<T: Expiring + Send + Sync + 'static> VerifiedCache<T> {
+    pub fn new(capacity: u64, leeway_secs: u64) -> Self {
         VerifiedCache {
             leeway: leeway_secs,
             cache: moka::sync::Cache::builder()
@@ -38,17 +62,17 @@ impl VerifiedCache {
     }
 
     /// A cached session (re-checked for expiry at `now`), or `None`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Result<Arc<Session>, SessionError>> {
+    pub fn get(&self, token: &str, now: u64) -> Option<Result<Arc<T>, SessionError>> {
         let key = digest(token);
         let s = self.cache.get(&key)?;
-        if now > s.expires_at.saturating_add(self.leeway) {
+        if now > s.expires_at().saturating_add(self.leeway) {
             self.cache.invalidate(&key);
             return Some(Err(SessionError::Expired));
         }
         Some(Ok(s))
     }
 
-    pub fn insert(&self, token: &str, session: Session) -> Arc<Session> {
+    pub fn insert(&self, token: &str, session: T) -> Arc<T> {
         let session = Arc::new(session);
         self.cache.insert(digest(token), Arc::clone(&session));
         session
@@ -65,12 +89,30 @@ pub(super) fn digest(token: &str) -> [u8; 32] {
 pub struct CachedVerifier {
     verifier: JwtVerifier,
     cache: VerifiedCache,
+    services: VerifiedCache<ServiceSession>,
 }
 
 impl CachedVerifier {
     pub fn new(verifier: JwtVerifier, capacity: u64) -> CachedVerifier {
         let cache = VerifiedCache::new(capacity, verifier.leeway_secs());
-        CachedVerifier { verifier, cache }
+        let services = VerifiedCache::new(SERVICE_CACHE_SIZE, verifier.leeway_secs());
+        CachedVerifier {
+            verifier,
+            cache,
+            services,
+        }
+    }
+
+    pub fn verify_service(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<ServiceSession>, SessionError> {
+        if let Some(hit) = self.services.get(token, now) {
+            return hit;
+        }
+        let session = self.verifier.verify_service(token, now)?;
+        Ok(self.services.insert(token, session))
     }
 
     pub fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
@@ -87,12 +129,30 @@ impl CachedVerifier {
 pub struct CachedJwks {
     pub verifier: Arc<JwksVerifier>,
     cache: VerifiedCache,
+    services: VerifiedCache<ServiceSession>,
 }
 
 impl CachedJwks {
     pub fn new(verifier: Arc<JwksVerifier>, capacity: u64) -> CachedJwks {
         let cache = VerifiedCache::new(capacity, verifier.leeway_secs());
-        CachedJwks { verifier, cache }
+        let services = VerifiedCache::new(SERVICE_CACHE_SIZE, verifier.leeway_secs());
+        CachedJwks {
+            verifier,
+            cache,
+            services,
+        }
+    }
+
+    pub async fn verify_service(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<ServiceSession>, SessionError> {
+        if let Some(hit) = self.services.get(token, now) {
+            return hit;
+        }
+        let session = self.verifier.verify_service(token, now).await?;
+        Ok(self.services.insert(token, session))
     }
 
     pub async fn verify(&self, token: &str, now: u64) -> Result<Arc<Session>, SessionError> {
@@ -120,6 +180,7 @@ mod tests {
             audience: None,
             leeway_secs: 5,
             tenant_claim: None,
+            services: Vec::new(),
         })
         .unwrap();
         CachedVerifier::new(v, 10)

@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, Validation};
 use serde_json::{Map, Value};
 
-use super::{ClaimRules, Session, SessionError};
+use super::{ClaimRules, ServiceSession, Session, SessionError};
 
 mod keys;
 use keys::{parse_key_set, Key, KeySet, Lookup};
@@ -176,6 +176,22 @@ impl JwksVerifier {
 
     /// Verifies `token` at Unix time `now`. Not ready → `Unavailable`.
     pub async fn verify(&self, token: &str, now: u64) -> Result<Session, SessionError> {
+        let claims = self.decode(token).await?;
+        self.rules.check(&claims, token, now)
+    }
+
+    /// Verifies `token` as a service account's credential.
+    pub async fn verify_service(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<ServiceSession, SessionError> {
+        let claims = self.decode(token).await?;
+        self.rules.check_service(&claims, now)
+    }
+
+    /// The claims of a token whose algorithm, key and signature verified.
+    async fn decode(&self, token: &str) -> Result<Map<String, Value>, SessionError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| SessionError::Malformed)?;
         let alg = header.alg;
         let Some(validation) = self
@@ -209,7 +225,7 @@ impl JwksVerifier {
                 _ => SessionError::Malformed,
             },
         )?;
-        self.rules.check(&data.claims, token, now)
+        Ok(data.claims)
     }
 
     /// A token named a key the set (at `seen_generation`) lacks. Refreshes at

@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
 
-use super::{ClaimRules, Session, SessionError};
+use super::{ClaimRules, ServiceClaim, ServiceSession, Session, SessionError};
 use crate::config::Secret;
 
 /// The verification key of a JWT session source.
@@ -33,6 +33,8 @@ pub struct JwtOptions {
     pub leeway_secs: u64,
     /// `(claim, tenant id)` that every session must carry.
     pub tenant_claim: Option<(String, String)>,
+    /// The tenant's service accounts that present JWTs of this source.
+    pub services: Vec<ServiceClaim>,
 }
 
 pub struct JwtVerifier {
@@ -96,6 +98,7 @@ impl JwtVerifier {
                 audience: opts.audience.map(|a| a.into_iter().collect()),
                 tenant: opts.tenant_claim,
                 leeway: opts.leeway_secs,
+                services: opts.services,
             },
         })
     }
@@ -107,6 +110,18 @@ impl JwtVerifier {
 
     /// Verifies `token` at Unix time `now`.
     pub fn verify(&self, token: &str, now: u64) -> Result<Session, SessionError> {
+        let claims = self.decode(token)?;
+        self.rules.check(&claims, token, now)
+    }
+
+    /// Verifies `token` as a service account's credential.
+    pub fn verify_service(&self, token: &str, now: u64) -> Result<ServiceSession, SessionError> {
+        let claims = self.decode(token)?;
+        self.rules.check_service(&claims, now)
+    }
+
+    /// The claims of a token whose algorithm and signature verified.
+    fn decode(&self, token: &str) -> Result<Map<String, Value>, SessionError> {
         use jsonwebtoken::errors::ErrorKind as K;
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
@@ -116,7 +131,7 @@ impl JwtVerifier {
             }
             _ => SessionError::Malformed,
         })?;
-        self.rules.check(&data.claims, token, now)
+        Ok(data.claims)
     }
 }
 

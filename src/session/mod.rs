@@ -14,7 +14,7 @@ mod opaque;
 mod user_id;
 
 pub use cache::{CachedJwks, CachedVerifier, VerifiedCache, CACHE_TTL};
-pub use claims::ClaimRules;
+pub use claims::{ClaimRules, ServiceClaim, ServiceSession};
 pub use jwks::{JwksOptions, JwksVerifier};
 pub use jwt::{JwtKey, JwtOptions, JwtVerifier};
 pub use opaque::{KeyTemplate, OpaqueOptions, OpaqueSessions, MAX_SESSION_ID_LEN};
@@ -41,6 +41,20 @@ impl SessionSource {
             SessionSource::Jwt(v) => v.verify(token, now),
             SessionSource::Jwks(j) => j.verify(token, now).await,
             SessionSource::Opaque(o) => o.verify(token, now).await,
+        }
+    }
+
+    /// Verifies a service account's JWT (`jwt` and `jwks` sources; an
+    /// opaque-session tenant has none: [`SessionError::NotAService`]).
+    pub async fn verify_service(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<Arc<ServiceSession>, SessionError> {
+        match self {
+            SessionSource::Jwt(v) => v.verify_service(token, now),
+            SessionSource::Jwks(j) => j.verify_service(token, now).await,
+            SessionSource::Opaque(_) => Err(SessionError::NotAService),
         }
     }
 
@@ -123,6 +137,12 @@ pub enum SessionError {
     /// The session source cannot answer now (keys not loaded, Redis down).
     #[error("session source unavailable")]
     Unavailable,
+    /// A service account's JWT presented as a user session.
+    #[error("a service credential used as a user session")]
+    ServiceCredential,
+    /// Presented as a service, but no service account's claim is in it.
+    #[error("not a service credential")]
+    NotAService,
 }
 
 impl SessionError {
@@ -154,6 +174,12 @@ impl SessionError {
             // one is not, and 40 would loop the SDK: code 5.
             SessionError::Revoked => Refusal::InvalidSession("session revoked"),
             SessionError::Unavailable => Refusal::SessionUnavailable,
+            SessionError::ServiceCredential => {
+                Refusal::ServiceAuth(crate::service::ServiceAuthError::UsedAsUser)
+            }
+            SessionError::NotAService => {
+                Refusal::ServiceAuth(crate::service::ServiceAuthError::Unknown)
+            }
         }
     }
 }

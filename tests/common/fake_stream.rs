@@ -1,7 +1,8 @@
 //! A fake Stream Chat upstream for integration tests.
 //!
 //! It checks every request the way Stream does (api_key, `stream-auth-type`, a raw
-//! HS256 JWT in `authorization`, `user_id` query vs token), records every request
+//! HS256 JWT in `authorization`, `user_id` query vs token; a token without
+//! `user_id` is server-side auth, refused on `/connect`), records every request
 //! (even refused ones) and answers in Stream's JSON shapes.
 //!
 //! Test-control request headers (they travel through the gateway untouched):
@@ -74,7 +75,8 @@ pub enum StreamAuth {
         /// The raw JWT as received in `authorization`.
         token: String,
     },
-    /// `stream-auth-type: jwt` with a valid server token (`{"server": true}`).
+    /// `stream-auth-type: jwt` with a valid server token: signed with the app
+    /// secret, no `user_id` (the server SDKs send `{"server": true}`).
     Server {
         iat: Option<i64>,
         exp: Option<i64>,
@@ -1089,14 +1091,14 @@ fn verify_jwt(token: &str, secret: &str) -> Result<StreamAuth, Refusal> {
             5,
             format!("token user_id is not a string: {other}"),
         )),
-        None if claims.get("server") == Some(&serde_json::Value::Bool(true)) => {
-            Ok(StreamAuth::Server {
-                iat,
-                exp,
-                token: token.to_string(),
-            })
-        }
-        None => Err(refuse(401, 5, "token has no user_id claim")),
+        // As Stream does: a token signed with the app secret and without a
+        // user_id is server-side auth (the server SDKs sign {"server": true},
+        // but it is the missing user_id that counts).
+        None => Ok(StreamAuth::Server {
+            iat,
+            exp,
+            token: token.to_string(),
+        }),
     }
 }
 

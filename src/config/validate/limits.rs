@@ -82,23 +82,56 @@ pub(super) fn route_limits(
     out
 }
 
+/// `[tenants.quota]`: needs `[redis]`; a lease of at least 1, and only with
+/// tenant-wide windows.
+pub(super) fn quota(name: &str, q: &file::QuotaSection, has_redis: bool, p: &mut Problems) {
+    if !has_redis {
+        p.add(format!(
+            "{name}.quota: shared quotas need a [redis] section"
+        ));
+    }
+    match q.lease {
+        Some(0) => p.add(format!(
+            "{name}.quota.lease: must be at least 1 (1: every request counted in Redis)"
+        )),
+        Some(n)
+            if n > 1
+                && q.requests_per_minute.unwrap_or(0) == 0
+                && q.requests_per_day.unwrap_or(0) == 0 =>
+        {
+            p.add(format!(
+                "{name}.quota.lease: leases apply to requests_per_minute/day, and neither is set"
+            ))
+        }
+        _ => {}
+    }
+}
+
 pub(super) fn rate(
     name: &str,
     key: &str,
     r: Option<&file::RateSection>,
     p: &mut Problems,
 ) -> Option<crate::limits::Rate> {
-    let r = r?;
+    rate_at(&format!("{name}.limits.{key}"), r?, p)
+}
+
+/// A `{ rate, burst }` table; problems are named `{at}.rate` / `{at}.burst`.
+pub(super) fn rate_at(
+    at: &str,
+    r: &file::RateSection,
+    p: &mut Problems,
+) -> Option<crate::limits::Rate> {
     let (count, window) = match parse_rate(&r.rate) {
         Ok(v) => v,
         Err(e) => {
-            p.add(format!("{name}.limits.{key}.rate: {e}"));
+            p.add(format!("{at}.rate: {e}"));
             return None;
         }
     };
     let out = crate::limits::Rate::new(count, window, r.burst);
     if out.is_none() {
-        p.add(format!("{name}.limits.{key}.burst: must be at least 1"));
+        p.add(format!("{at}.burst: must be at least 1"));
     }
     out
 }

@@ -13,6 +13,7 @@ use super::super::CookieSettings;
 use super::Problems;
 use crate::session::{
     ClaimRules, JwksOptions, JwtKey, JwtOptions, JwtVerifier, KeyTemplate, OpaqueOptions,
+    ServiceClaim,
 };
 
 pub(super) fn jwt(
@@ -21,6 +22,7 @@ pub(super) fn jwt(
     j: file::JwtSection,
     base_dir: &Path,
     stream_secret: Option<&Secret>,
+    services: Vec<ServiceClaim>,
     p: &mut Problems,
 ) -> Option<JwtVerifier> {
     let key_name = format!("{name}.session");
@@ -103,6 +105,7 @@ pub(super) fn jwt(
         audience,
         leeway_secs: j.leeway.map_or(0, |d| d.as_secs()),
         tenant_claim: tenant_claim(&key_name, j.tenant_claim, tenant_id, p),
+        services,
     };
     match JwtVerifier::new(opts) {
         Ok(v) => Some(v),
@@ -254,6 +257,7 @@ pub(super) fn jwks(
     name: &str,
     tenant_id: &str,
     j: file::JwksSection,
+    services: Vec<ServiceClaim>,
     p: &mut Problems,
 ) -> Option<JwksOptions> {
     let key_name = format!("{name}.session");
@@ -346,6 +350,7 @@ pub(super) fn jwks(
                 .map(|a| a.into_iter().collect()),
             tenant,
             leeway: j.leeway.map_or(0, |d| d.as_secs()),
+            services,
         },
         refresh_interval,
         refresh_cooldown: j

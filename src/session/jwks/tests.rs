@@ -35,6 +35,7 @@ fn opts(jwks_url: &str) -> JwksOptions {
             audience: Some(HashSet::from(["chat".to_string()])),
             tenant: None,
             leeway: 0,
+            services: Vec::new(),
         },
         refresh_interval: Duration::from_secs(600),
         refresh_cooldown: Duration::from_secs(30),

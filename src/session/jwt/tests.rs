@@ -20,6 +20,7 @@ fn hs_verifier(algs: &[Algorithm]) -> JwtVerifier {
         audience: None,
         leeway_secs: 0,
         tenant_claim: None,
+        services: Vec::new(),
     })
     .unwrap()
 }
@@ -143,6 +144,7 @@ fn issuer_and_audience_are_enforced_when_set() {
         audience: Some(vec!["chat".into()]),
         leeway_secs: 0,
         tenant_claim: None,
+        services: Vec::new(),
     })
     .unwrap();
     let mk = |c| hs(Algorithm::HS256, "session-secret", c);
@@ -178,6 +180,7 @@ fn asym(alg: Algorithm, private: &str, public: &str) -> (JwtVerifier, String) {
         audience: None,
         leeway_secs: 0,
         tenant_claim: None,
+        services: Vec::new(),
     })
     .unwrap();
     (v, token)
@@ -226,6 +229,7 @@ fn key_and_algorithm_mismatches_are_config_errors() {
             audience: None,
             leeway_secs: 0,
             tenant_claim: None,
+            services: Vec::new(),
         })
     };
     assert!(mk(
