@@ -218,6 +218,27 @@ async fn rest_behaves_the_same_over_h2_and_http1() {
             assert_eq!(resp.version(), version);
             assert_gateway_refusal(resp, status, code).await;
         }
+        // A refused request whose body was never read (1 MiB, more than an
+        // HTTP/2 stream's window) leaves the connection usable.
+        let resp = c
+            .post(s.url(&format!(
+                "/channels/messaging/general/message?api_key={API_KEY}"
+            )))
+            .header("authorization", wrong_token(user))
+            .header("content-type", "application/json")
+            .body(vec![b' '; 1 << 20])
+            .send()
+            .await
+            .expect("refused upload");
+        assert_gateway_refusal(resp, 401, 43).await;
+        let resp = c
+            .get(s.url(&format!("/app?api_key={API_KEY}")))
+            .header("authorization", &session)
+            .send()
+            .await
+            .expect("GET after a refused upload");
+        assert_eq!((resp.version(), resp.status().as_u16()), (version, 200));
+
         // A CORS preflight is answered by the gateway.
         let resp = c
             .request(
@@ -233,7 +254,7 @@ async fn rest_behaves_the_same_over_h2_and_http1() {
         assert_eq!(resp.headers()["access-control-allow-origin"], ORIGIN);
 
         let seen = s.fake.requests();
-        assert_eq!(seen.len(), 3, "{version:?}: {seen:#?}");
+        assert_eq!(seen.len(), 4, "{version:?}: {seen:#?}");
     }
 }
 
