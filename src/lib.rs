@@ -35,6 +35,8 @@
 //! - [`metrics`]: the Prometheus registry served on `/metrics`.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation.
+//! - [`tls`]: the client listener's certificates (PEM loading, SNI
+//!   selection, reload) and the upstream CA bundle check.
 //! - [`upstream`]: the upstream peer, TLS, timeouts, DNS refresh, the
 //!   kill-switch stream of websocket connections.
 //! - [`websocket`]: `/connect` payload checks and Stream-style socket refusals.
@@ -67,5 +69,6 @@ pub mod service;
 pub mod session;
 pub mod stream_token;
 pub mod tenant;
+pub mod tls;
 pub mod upstream;
 pub mod websocket;

@@ -127,6 +127,13 @@ fn check(path: Option<PathBuf>) -> ExitCode {
                 eprintln!("note: {n}");
             }
             println!("config ok: {} tenant(s)", settings.tenants.len());
+            if let Some(tls) = &settings.server.tls {
+                println!(
+                    "tls: {} certificate(s) (the default and one per SNI entry), ALPN {}",
+                    tls.certs.count(),
+                    if tls.h2 { "h2, http/1.1" } else { "http/1.1" }
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(code) => code,
@@ -304,6 +311,12 @@ fn run(path: Option<PathBuf>, flags: RunFlags) -> ExitCode {
         tracing::warn!("{n}");
     }
     let listen = settings.server.listen;
+    let scheme = match (&settings.server.tls, settings.server.h2c) {
+        (Some(t), _) if t.h2 => "https (h2, http/1.1)",
+        (Some(_), _) => "https (http/1.1)",
+        (None, true) => "http (http/1.1, h2c)",
+        (None, false) => "http (http/1.1)",
+    };
     let server = match server::build(settings, flags) {
         Ok(s) => s,
         Err(e) => {
@@ -311,6 +324,6 @@ fn run(path: Option<PathBuf>, flags: RunFlags) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    tracing::info!(%listen, "stream-gateway starting");
+    tracing::info!(%listen, scheme, "stream-gateway starting");
     server.run_forever()
 }

@@ -9,7 +9,8 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets (seconds): 250 µs to 10 s.
@@ -35,6 +36,11 @@ pub struct Metrics {
     pub audit_records: IntCounterVec,
     pub audit_dropped: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    /// `stream_gateway_upstream_connections_total{reused="false"}`: new
+    /// upstream connections (TCP, and TLS for https).
+    pub upstream_connections_new: IntCounter,
+    /// `{reused="true"}`: requests sent on a pooled keep-alive connection.
+    pub upstream_connections_reused: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -72,7 +78,15 @@ impl Metrics {
         .unwrap_or_else(|e| panic!("metric websockets_open: {e}"));
         r.register(Box::new(gauge.clone()))
             .unwrap_or_else(|e| panic!("register websockets_open: {e}"));
+        let upstream_connections = counter(
+            &r,
+            "stream_gateway_upstream_connections_total",
+            "Upstream connections used by requests: reused=\"false\" newly opened, reused=\"true\" taken from the keep-alive pool.",
+            &["reused"],
+        );
         Metrics {
+            upstream_connections_new: upstream_connections.with_label_values(&["false"]),
+            upstream_connections_reused: upstream_connections.with_label_values(&["true"]),
             requests: counter(
                 &r,
                 "stream_gateway_requests_total",

@@ -72,6 +72,8 @@ pub struct GatewayProxy {
     pub audit: Option<Arc<AuditLog>>,
     /// Limits on the client's request head and body reads.
     pub client: crate::config::ClientLimits,
+    /// `X-Forwarded-Proto` sent upstream: `https` on a TLS listener.
+    pub forwarded_proto: HeaderValue,
 }
 
 #[derive(Default)]
@@ -278,7 +280,7 @@ impl ProxyHttp for GatewayProxy {
         {
             headers.insert(X_FORWARDED_FOR, ip_header(ip));
         }
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, self.forwarded_proto.clone());
         if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
             headers.insert(X_REQUEST_ID, id);
         }
@@ -288,6 +290,27 @@ impl ProxyHttp for GatewayProxy {
         }
         *upstream = RequestHeader::from(parts);
         ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Counts upstream connections opened vs taken from the keep-alive pool
+    /// (`stream_gateway_upstream_connections_total{reused}`).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let m = crate::metrics::get();
+        if reused {
+            m.upstream_connections_reused.inc();
+        } else {
+            m.upstream_connections_new.inc();
+        }
         Ok(())
     }
 

@@ -5,8 +5,11 @@
 
 use std::sync::Arc;
 
-use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig, ALPN};
 use pingora::prelude::*;
+use pingora::protocols::http::v2::server::H2Options;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -37,6 +40,45 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::f
 /// Read buffer of each client connection (pingora's default is 64 KiB).
 pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
 
+/// An HTTP/2 client connection with no stream open is closed after this
+/// (the HTTP/1.1 keep-alive timeout is pingora's 60 s too).
+pub const H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// TLS on the client listener: rustls with TLS 1.2 and 1.3 only (pingora's
+/// choice), certificates from `certs` by SNI, ALPN `h2` + `http/1.1` (or
+/// `http/1.1` alone). A client that offers no ALPN, or only `http/1.1`
+/// (websocket clients), speaks HTTP/1.1.
+fn listener_tls_settings(
+    certs: Arc<crate::tls::CertStore>,
+    h2: bool,
+) -> Result<TlsSettings, String> {
+    // The paths are unused: the resolver provides every certificate.
+    let mut tls = TlsSettings::intermediate("", "")
+        .map_err(|e| format!("server.tls: cannot set up the listener: {e}"))?;
+    tls.set_cert_resolver(certs);
+    if h2 {
+        tls.enable_h2();
+    } else {
+        tls.set_alpn(ALPN::H1);
+    }
+    Ok(tls)
+}
+
+/// HTTP/2 settings of client connections: pingora's bounded defaults (100
+/// concurrent streams), with room in the header list for the gateway's own
+/// limits (`max_uri_bytes`, `max_header_bytes`, plus the pseudo-headers),
+/// so that over them HTTP/2 clients get the same 414/431 in Stream's shape
+/// as HTTP/1.1 clients.
+fn h2_options(client: &crate::config::ClientLimits) -> H2Options {
+    let mut o = pingora::protocols::http::v2::server::default_h2_options();
+    let room = client
+        .max_uri_bytes
+        .saturating_add(client.max_header_bytes)
+        .saturating_add(4096);
+    o.max_header_list_size(u32::try_from(room).unwrap_or(u32::MAX));
+    o
+}
+
 /// Process-level flags shared with pingora.
 #[derive(Debug, Default, Clone)]
 pub struct RunFlags {
@@ -63,6 +105,9 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     if let Some(p) = &settings.server.upgrade_sock {
         conf.upgrade_sock = p.clone();
     }
+    // The upstream connector reads its roots from here: this bundle instead
+    // of the system's (checked at load: pingora panics on a bad one).
+    conf.ca_file = settings.upstream.ca_file.clone();
     // pingora's defaults (300 s of grace, waited in full) are far longer
     // than a chat gateway's requests: sockets are closed at once, REST
     // requests take milliseconds to seconds.
@@ -87,6 +132,10 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         ..Opt::default()
     };
     let upstream = Arc::new(Upstream::resolve(settings.upstream)?);
+    let listener_tls = settings
+        .server
+        .tls
+        .map(|t| (Arc::new(crate::tls::CertStore::new(t.certs)), t.h2));
 
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
@@ -195,6 +244,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
                 routing: Arc::clone(&routing),
                 redis: redis.clone(),
                 generation: Arc::clone(&generation),
+                certs: listener_tls.as_ref().map(|(c, h2)| (Arc::clone(c), *h2)),
             }),
         },
     ));
@@ -206,19 +256,35 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         sockets,
         audit,
         client: settings.server.client,
+        forwarded_proto: http::HeaderValue::from_static(if listener_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }),
     };
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
         "stream-gateway",
     );
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = settings.server.h2c;
+        // pingora keeps an idle HTTP/1.1 connection 60 s; an idle HTTP/2
+        // connection would stay open for ever without this.
+        options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+        app.server_options = Some(options);
+        app.h2_options = Some(h2_options(&settings.server.client));
+    }
     // pingora reads each client connection through a 64 KiB buffer by default;
     // with tens of thousands of mostly idle websockets that buffer dominates
     // memory, and request heads and websocket frames are far smaller.
-    proxy.add_listener(
-        ListenerConfig::tcp(settings.server.listen.to_string())
-            .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER)),
-    );
+    let mut listener = ListenerConfig::tcp(settings.server.listen.to_string())
+        .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER));
+    if let Some((certs, h2)) = &listener_tls {
+        listener = listener.tls(listener_tls_settings(Arc::clone(certs), *h2)?);
+    }
+    proxy.add_listener(listener);
     server.add_service(proxy);
 
     if let Some(admin_addr) = settings.server.admin_listen {

@@ -9,82 +9,22 @@
 //! through the `SSL_CERT_FILE` environment variable: pingora's rustls
 //! connector loads its roots with `load_platform_certs_incl_env_into_store`,
 //! i.e. `rustls_native_certs::load_native_certs`, which reads `SSL_CERT_FILE`
-//! (and `SSL_CERT_DIR`) when set instead of the platform store. No gateway
-//! config key is involved.
+//! (and `SSL_CERT_DIR`) when set instead of the platform store; or through
+//! `[upstream] ca`, which replaces those roots.
 
 mod common;
 
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::tls::TestCa;
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::Acceptor;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::LazyConfigAcceptor;
-
-/// A CA generated for one test, its certificate written as PEM to a temp dir.
-struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pem_path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let key = KeyPair::generate().expect("generate CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "stream-gateway test CA");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("self-sign CA");
-        let dir = tempfile::Builder::new()
-            .prefix("stream-gateway-tls-")
-            .tempdir()
-            .expect("create temp dir");
-        let pem_path = dir.path().join("ca.pem");
-        std::fs::write(&pem_path, cert.pem()).expect("write ca.pem");
-        TestCa {
-            issuer: Issuer::new(params, key),
-            pem_path,
-            _dir: dir,
-        }
-    }
-
-    /// The CA certificate (PEM), for `SSL_CERT_FILE`.
-    fn pem_path(&self) -> &str {
-        path_str(&self.pem_path)
-    }
-
-    /// A leaf certificate whose only SAN is `san` (an IP literal becomes an IP
-    /// SAN, anything else a DNS SAN), signed by this CA: (chain, private key).
-    fn leaf(&self, san: &str) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
-        let key = KeyPair::generate().expect("generate leaf key");
-        let mut params = CertificateParams::new(vec![san.to_string()]).expect("leaf params");
-        params.distinguished_name.push(DnType::CommonName, san);
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .expect("sign leaf certificate");
-        (
-            vec![cert.der().clone()],
-            PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
-        )
-    }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("temp path is UTF-8")
-}
 
 /// One TLS connection the front accepted.
 #[derive(Debug, Clone)]
@@ -389,4 +329,84 @@ async fn sni_names_the_upstream_host() {
         assert_eq!(h.outcome, Ok(()), "{handshakes:#?}");
         assert_eq!(h.sni.as_deref(), Some("localhost"), "{handshakes:#?}");
     }
+}
+
+/// The gateway config for an https upstream at `front` trusting `ca` by
+/// `[upstream] ca` (inserted in the `[upstream]` table).
+fn config_with_ca(front: SocketAddr, ca: &TestCa) -> String {
+    gateway_config(&format!("https://{front}"), "", "").replace(
+        "connect_timeout = \"2s\"",
+        &format!("connect_timeout = \"2s\"\nca = \"file:{}\"", ca.pem_path()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_ca_replaces_the_system_roots() {
+    let ca = TestCa::new();
+    let other = TestCa::new();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let front = TlsFront::start(loopback(), ca.leaf("127.0.0.1"), fake.addr);
+    // SSL_CERT_FILE names another CA: only `ca` can make this work.
+    let gw = Gateway::start_with_env(
+        &config_with_ca(front.addr, &ca),
+        &[("SSL_CERT_FILE", other.pem_path())],
+    );
+    assert_relayed(get_channel(&gw).await, &fake, &gw).await;
+
+    // And the other way round: `ca` trusting another CA refuses this upstream
+    // even though SSL_CERT_FILE would have trusted it.
+    let fake2 = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let front2 = TlsFront::start(loopback(), ca.leaf("127.0.0.1"), fake2.addr);
+    let gw2 = Gateway::start_with_env(
+        &config_with_ca(front2.addr, &other),
+        &[("SSL_CERT_FILE", ca.pem_path())],
+    );
+    let resp = get_channel(&gw2).await;
+    assert_refused_with_alert(resp, &front2, &fake2, &gw2, "UnknownCA").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_upstream_certificate_is_refused() {
+    let ca = TestCa::new();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    // Trusted issuer, right name, validity 2001-2002.
+    let expired = ca.issue(&["127.0.0.1"], Some((2001, 2002)));
+    let front = TlsFront::start(loopback(), expired.rustls_pair(), fake.addr);
+    let gw = Gateway::start(&config_with_ca(front.addr, &ca));
+
+    let resp = get_channel(&gw).await;
+    assert_refused_with_alert(resp, &front, &fake, &gw, "CertificateExpired").await;
+}
+
+/// A counter of `/metrics`, 0 when absent.
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_upstream_connections_are_pooled_and_counted() {
+    let ca = TestCa::new();
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let front = TlsFront::start(loopback(), ca.leaf("127.0.0.1"), fake.addr);
+    let gw = Gateway::start(&config_with_ca(front.addr, &ca));
+
+    for _ in 0..4 {
+        let resp = get_channel(&gw).await;
+        assert_eq!(resp.status(), 200, "gateway stderr:\n{}", gw.stderr());
+    }
+    // One TLS handshake for four requests: the connection was kept alive.
+    let handshakes = front.wait_for_handshakes(1, Duration::from_secs(5));
+    assert_eq!(handshakes.len(), 1, "{handshakes:#?}");
+    let m = metrics_text(&gw).await;
+    let opened = metric(
+        &m,
+        "stream_gateway_upstream_connections_total{reused=\"false\"}",
+    );
+    let reused = metric(
+        &m,
+        "stream_gateway_upstream_connections_total{reused=\"true\"}",
+    );
+    assert_eq!((opened, reused), (1, 3), "{m}");
 }

@@ -66,6 +66,35 @@ pub struct ServerSection {
     /// Longest wait for each read of a client's request body.
     #[serde(default, with = "humantime_serde")]
     pub client_body_timeout: Option<Duration>,
+    /// TLS on `listen` (HTTPS, with HTTP/2 by ALPN).
+    pub tls: Option<TlsSection>,
+    /// Cleartext HTTP/2 (prior knowledge) on a plain `listen`.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+/// `[server.tls]`: the default certificate, and more chosen by SNI.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM chain, server certificate first (`file:PATH`).
+    pub cert: String,
+    /// PEM private key (`file:PATH` or `env:NAME`).
+    pub key: String,
+    /// Offer HTTP/2 in ALPN (default true).
+    pub h2: Option<bool>,
+    #[serde(default)]
+    pub sni: Vec<SniSection>,
+}
+
+/// `[[server.tls.sni]]`: a certificate served to the listed host names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SniSection {
+    /// `"chat.acme.example"`, `"*.acme.example"`, or a list of them.
+    pub hosts: StringOrList,
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +111,9 @@ pub struct UpstreamSection {
     pub idle_timeout: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     pub websocket_idle_timeout: Option<Duration>,
+    /// PEM CA bundle trusted for an https:// upstream instead of the
+    /// system's roots (`file:PATH`).
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

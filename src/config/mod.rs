@@ -43,6 +43,17 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Option<Duration>,
     /// Limits on what a client may send (hostile input).
     pub client: ClientLimits,
+    /// TLS on `listen`; `None`: plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// Cleartext HTTP/2 by prior knowledge on a plain listener.
+    pub h2c: bool,
+}
+
+/// `[server.tls]`, validated: the certificates (loaded, keys checked) and
+/// whether HTTP/2 is offered in ALPN.
+pub struct ListenerTls {
+    pub certs: crate::tls::CertSet,
+    pub h2: bool,
 }
 
 /// Limits on a client's request head and body reads (`[server]`).
@@ -101,6 +112,9 @@ pub struct UpstreamSettings {
     pub write_timeout: Duration,
     pub idle_timeout: Duration,
     pub websocket_idle_timeout: Duration,
+    /// The CA bundle (absolute path, checked) that replaces the system's
+    /// roots for the upstream's certificate; `None`: the system's roots.
+    pub ca_file: Option<String>,
 }
 
 pub struct TenantSettings {

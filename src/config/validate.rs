@@ -17,6 +17,7 @@ use crate::policy::{Policy, Rule, UnknownRoutes};
 
 mod limits;
 use limits::rate;
+mod certs;
 mod redis_section;
 mod services;
 mod session;
@@ -35,8 +36,8 @@ pub(super) fn validate(raw: FileConfig, base_dir: &Path) -> Result<Settings, Con
     let mut p = Problems(Vec::new());
     let notices = Vec::new();
 
-    let server = server(&raw.server, &mut p);
-    let upstream = upstream(&raw.upstream, &mut p);
+    let server = server(&raw.server, base_dir, &mut p);
+    let upstream = upstream(&raw.upstream, base_dir, &mut p);
     let policy = policy(&raw.policy, &mut p);
     let body = policy
         .as_ref()
@@ -125,7 +126,7 @@ fn addr(key: &str, value: &str, p: &mut Problems) -> Option<SocketAddr> {
     }
 }
 
-fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
+fn server(s: &file::ServerSection, base_dir: &Path, p: &mut Problems) -> Option<ServerSettings> {
     let listen = addr("server.listen", &s.listen, p);
     let admin_listen = s
         .admin_listen
@@ -157,6 +158,10 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
     if client.body_timeout.is_zero() {
         p.add("server.client_body_timeout: must be more than 0s");
     }
+    let tls = match &s.tls {
+        Some(t) => Some(certs::listener(t, s.h2c, base_dir, p)?),
+        None => None,
+    };
     Some(ServerSettings {
         listen: listen?,
         admin_listen: match admin_listen {
@@ -170,10 +175,16 @@ fn server(s: &file::ServerSection, p: &mut Problems) -> Option<ServerSettings> {
         grace_period: s.grace_period,
         graceful_shutdown_timeout: s.graceful_shutdown_timeout,
         client,
+        tls,
+        h2c: s.h2c,
     })
 }
 
-fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSettings> {
+fn upstream(
+    u: &file::UpstreamSection,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<UpstreamSettings> {
     let timeout = |v: Option<std::time::Duration>, d| v.unwrap_or(d);
     let connect_timeout = timeout(u.connect_timeout, file::DEFAULT_CONNECT_TIMEOUT);
     let read_timeout = timeout(u.read_timeout, file::DEFAULT_READ_TIMEOUT);
@@ -215,6 +226,10 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
         }
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let ca_file = match &u.ca {
+        Some(reference) => Some(certs::upstream_ca(reference, tls, base_dir, p)?),
+        None => None,
+    };
     Some(UpstreamSettings {
         tls,
         host: uri
@@ -229,6 +244,7 @@ fn upstream(u: &file::UpstreamSection, p: &mut Problems) -> Option<UpstreamSetti
         write_timeout,
         idle_timeout: timeout(u.idle_timeout, file::DEFAULT_IDLE_TIMEOUT),
         websocket_idle_timeout,
+        ca_file,
     })
 }
 

@@ -200,18 +200,27 @@ impl pingora::services::background::BackgroundService for AuditWriterService {
     }
 }
 
-/// What a SIGHUP reloads: tenants and route policy from the config file.
+/// What a SIGHUP reloads: tenants and route policy from the config file,
+/// and the TLS listener's certificates.
 pub(super) struct Reload {
     pub(super) path: std::path::PathBuf,
     pub(super) routing: SharedRouting,
     pub(super) redis: Option<Arc<Redis>>,
     pub(super) generation: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The listener's certificates and whether it offers h2 (fixed at
+    /// start), when `[server.tls]` is set.
+    pub(super) certs: Option<(Arc<crate::tls::CertStore>, bool)>,
 }
 
 impl Reload {
     /// Re-reads the file; a config with any problem is refused whole and the
-    /// running one stays. Sections other than `[[tenants]]` and `[policy]`
-    /// (listeners, upstream, Redis, audit, log) need a restart or an upgrade.
+    /// running one stays. Sections other than `[[tenants]]`, `[policy]` and
+    /// the certificates of `[server.tls]` (listeners, upstream, Redis,
+    /// audit, log) need a restart or an upgrade.
+    ///
+    /// Certificate files are read again (certificate renewal needs only a
+    /// SIGHUP); a file that does not load refuses the reload like any other
+    /// problem, and the running certificates keep serving.
     ///
     /// JWKS tenants get their key sets before the swap, so they never answer
     /// 503 because of a reload (a provider that is down then only delays
@@ -220,6 +229,9 @@ impl Reload {
         let settings = crate::config::load(&self.path).map_err(|e| e.to_string())?;
         if settings.redis.is_some() != self.redis.is_some() {
             return Err("[redis] was added or removed: that needs a restart".into());
+        }
+        if settings.server.tls.is_some() != self.certs.is_some() {
+            return Err("[server.tls] was added or removed: that needs a restart".into());
         }
         let tenants = Tenants::new(settings.tenants, self.redis.as_ref())?;
         for t in tenants.iter() {
@@ -230,6 +242,19 @@ impl Reload {
             }
         }
         let n = tenants.iter().count();
+        if let (Some((store, h2)), Some(tls)) = (&self.certs, settings.server.tls) {
+            if tls.h2 != *h2 {
+                tracing::warn!(
+                    "SIGHUP: server.tls.h2 changed; ALPN is fixed at start, that needs a restart"
+                );
+            }
+            let count = tls.certs.count();
+            store.replace(tls.certs);
+            tracing::info!(
+                certificates = count,
+                "SIGHUP: TLS certificates reloaded; new handshakes use them"
+            );
+        }
         self.routing.store(Arc::new(Routing {
             tenants,
             policy: settings.policy,

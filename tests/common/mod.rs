@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod redis;
 pub mod redis_cluster;
 pub mod sdk;
+pub mod tls;
 pub mod ws;
 
 pub use fake_stream::{stream_error_json, FakeStream, Recorded, StreamAuth};

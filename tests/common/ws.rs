@@ -23,8 +23,11 @@ pub async fn connect(gw: &Gateway, query: &str) -> Ws {
     ws
 }
 
-/// Next text frame as JSON (skips pings/pongs).
-pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
+/// Next text frame as JSON (skips pings/pongs). Any transport (plain or TLS).
+pub async fn next_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -40,7 +43,14 @@ pub async fn next_json(ws: &mut Ws) -> serde_json::Value {
 }
 
 /// Asserts Stream's refusal: one `{"error": ...}` frame, then close 1000.
-pub async fn assert_refused(mut ws: Ws, code: i64, status: i64) -> serde_json::Value {
+pub async fn assert_refused<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    code: i64,
+    status: i64,
+) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let v = next_json(&mut ws).await;
     let err = &v["error"];
     assert_eq!(err["code"].as_i64(), Some(code), "{v}");
