@@ -179,6 +179,22 @@ mod tests {
         let anon = check_connect_json(r#"{"user_id":"uuid-1","user_token":""}"#, None).unwrap();
         assert_eq!(anon, r#"{"user_id":"uuid-1"}"#);
     }
+
+    /// Found by fuzz/fuzz_targets/connect_json.rs: serde_json's default
+    /// float parsing is not correctly rounded, so a number with more digits
+    /// than an f64 holds was forwarded as a neighbouring double (not what
+    /// Stream would read from the client's text), and the forwarded payload
+    /// was not a fixed point of the check. serde_json's `float_roundtrip`
+    /// fixes both.
+    #[test]
+    fn reserialised_numbers_keep_their_value_and_are_a_fixed_point() {
+        let sent = r#"{"user_id":"alice","big":184.6744073799551616,"n":1e5,"z":-0.0}"#;
+        let out = check_connect_json(sent, Some("alice")).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let exact: f64 = "184.6744073799551616".parse().unwrap();
+        assert_eq!(v["big"].as_f64(), Some(exact), "{out}");
+        assert_eq!(check_connect_json(&out, Some("alice")), Ok(out.clone()));
+    }
 }
 
 /// Follows frame boundaries in a websocket byte stream (either direction;
