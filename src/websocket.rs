@@ -213,10 +213,7 @@ mod tests {
             check_connect_json(&sent, Some("alice")),
             Err(Refusal::BadRequest("the json parameter is too large"))
         );
-        let fits = format!(
-            r#"{{"user_id":"alice","a":[{}]}}"#,
-            vec!["1e15"; 10].join(",")
-        );
+        let fits = format!(r#"{{"user_id":"alice","a":[{}]}}"#, ["1e15"; 10].join(","));
         let out = check_connect_json(&fits, Some("alice")).unwrap();
         assert!(out.contains("1000000000000000.0"), "{out}");
     }
