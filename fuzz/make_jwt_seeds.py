@@ -57,6 +57,11 @@ seeds = {
     "sign_kid": (1, '{"alg":"HS256","kid":"k1","crit":["x"]}\n' + json.dumps(good)),
     "sign_float_exp": (1, json.dumps(HS) + '\n{"sub":"a","exp":1.8e9,"iat":-1,"nbf":1e400}'),
     "sign_aud_list": (1, json.dumps(HS) + '\n{"sub":"a","exp":1900000000,"aud":[1,"chat"],"iss":"https://auth.example.com/","tenant":"acme"}'),
+    "hs_service_scope": (0, hs(HS, dict(strict, scope="read chat:server"))),
+    "hs_service_roles": (0, hs(HS, dict(strict, sub="ops-bot", roles=["ops"]))),
+    "sign_service_scope": (1, json.dumps(HS) + "\n" + json.dumps(dict(strict, scope="chat:server"))),
+    "sign_service_roles": (1, json.dumps(HS) + "\n" + json.dumps(dict(strict, sub="ops-bot", roles=["x", "ops"]))),
+    "sign_service_wrong_sub": (1, json.dumps(HS) + "\n" + json.dumps(dict(strict, sub="alice", roles="ops"))),
     "confusion_rs": (2, json.dumps(RS) + "\n" + json.dumps(good)),
     "confusion_hs": (2, json.dumps(HS) + "\n" + json.dumps(good)),
 }

@@ -7,7 +7,7 @@
 //! - an error never shows a secret: not the resolved value of a `file:` or
 //!   `env:` secret, and not a value written at a secret position
 //!   (`api_secret`, `session.secret`, the Redis URLs, which may hold a
-//!   password) when that value carries the marker `S3KRET` (the seeds'
+//!   password, a service's `token_sha256`) when that value carries the marker `S3KRET` (the seeds'
 //!   secrets do, so mutations keep it) or is a non-string of 12+ characters,
 //!   and appears nowhere else in the file (keys, other values), where
 //!   quoting it would be legitimate.
@@ -77,6 +77,7 @@ fn walk(
                     | ["redis", "url"]
                     | ["redis", "nodes"]
                     | ["redis", "sentinels"]
+                    | ["tenants", "services", "token_sha256"]
             );
             if secret {
                 secrets.push((text, is_string));

@@ -13,6 +13,9 @@
 //!   each `authorization` parameter, Bearer stripped) is empty or that token;
 //!   two different candidates are a conflict, a non-ASCII header a bad request;
 //!   anonymous/missing only when there is no candidate at all;
+//! - the service-account marker: `Stream-Auth-Type: service` (header or
+//!   query, any case) marks the request, and next to any other non-empty
+//!   auth type it is refused;
 //! - a cookie value is non-empty and the only value of that cookie;
 //! - the cookie origin check passes only for the allowed origin, or no
 //!   Origin with a same-origin fetch (or none at all on GET/HEAD).
@@ -21,7 +24,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use stream_gateway::credential::{
-    check_cookie_origin, extract, from_cookie, strip_bearer, Credential,
+    check_cookie_origin, extract, from_cookie, service_marked, strip_bearer, Credential,
 };
 use stream_gateway::query::{decode, encode, is_key, parse, rebuild};
 use stream_gateway::refusal::Refusal;
@@ -145,6 +148,28 @@ fuzz_target!(|data: &[u8]| {
         if !t.get(..6).is_some_and(|s| s.eq_ignore_ascii_case("bearer")) {
             assert_eq!(strip_bearer(t), t);
         }
+    }
+
+    // The service-account marker.
+    let kinds: Vec<&[u8]> = headers
+        .get_all("stream-auth-type")
+        .iter()
+        .map(|v| v.as_bytes())
+        .chain(
+            pairs
+                .iter()
+                .filter(|p| is_key(p, "stream-auth-type"))
+                .map(|p| p.value.as_bytes()),
+        )
+        .collect();
+    let service = kinds.iter().any(|k| k.eq_ignore_ascii_case(b"service"));
+    let other = kinds
+        .iter()
+        .any(|k| !k.is_empty() && !k.eq_ignore_ascii_case(b"service"));
+    match service_marked(&headers, &pairs) {
+        Ok(marked) => assert!(marked == service && !(service && other), "{kinds:?}"),
+        Err(Refusal::BadRequest(_)) => assert!(service && other, "{kinds:?}"),
+        Err(e) => panic!("unexpected marker refusal {e:?}"),
     }
 
     // The session cookie.

@@ -1,8 +1,10 @@
 //! JWT session verification, from token bytes to verdict.
 //!
 //! Three verifiers: HS256 with a fixed secret (no other checks), HS256 with
-//! issuer, audience and tenant claim required, and RS256 with the public key
-//! of tests/fixtures/keys/rsa.pub. The clock is fixed.
+//! issuer, audience and tenant claim required and two service accounts
+//! (`scope` holding `chat:server`; `roles` holding `ops` with `sub` =
+//! `ops-bot`), and RS256 with the public key of tests/fixtures/keys/rsa.pub.
+//! The clock is fixed.
 //!
 //! Input: the first byte picks the mode, the rest is
 //! - mode 0: a whole token, verified as is;
@@ -17,8 +19,11 @@
 //! or RSASSA-PKCS1-v1_5 SHA-256 with the `rsa` crate) and its header's `alg`
 //! is the verifier's; an accepted session has a valid Stream user id taken
 //! from `sub`, has not expired, and satisfies the strict verifier's claims;
-//! a token signed with another key (another secret, the public key as an
-//! HMAC secret) is never accepted.
+//! a token carrying a service account's claim is never a user session, and
+//! a service session is only given for a token that carries its service's
+//! claim (and the strict verifier's issuer, audience and tenant); a token
+//! signed with another key (another secret, the public key as an HMAC
+//! secret) is never accepted.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -33,7 +38,9 @@ use rsa::signature::Verifier;
 use serde_json::{Map, Value};
 use sha2::Sha256;
 use stream_gateway::config::Secret;
-use stream_gateway::session::{valid_user_id, JwtKey, JwtOptions, JwtVerifier, Session};
+use stream_gateway::session::{
+    valid_user_id, JwtKey, JwtOptions, JwtVerifier, ServiceClaim, Session,
+};
 
 const NOW: u64 = 1_800_000_000;
 const SECRET: &[u8] = b"fuzz-session-secret";
@@ -59,7 +66,39 @@ fn options(algorithm: Algorithm, key: JwtKey) -> JwtOptions {
         audience: None,
         leeway_secs: 0,
         tenant_claim: None,
+        services: Vec::new(),
     }
+}
+
+/// Does `claims` carry this service's claim? (An independent reading of
+/// the rule: equal, an element of an array, or a space-separated word.)
+fn carries(claims: &Map<String, Value>, s: &ServiceClaim) -> bool {
+    let has = match claims.get(&s.claim) {
+        Some(Value::String(v)) => v.split(' ').any(|w| w == s.value),
+        Some(Value::Array(list)) => list.iter().any(|v| v == &Value::from(s.value.as_str())),
+        _ => false,
+    };
+    has && s
+        .subject
+        .as_ref()
+        .is_none_or(|sub| claims.get("sub") == Some(&Value::from(sub.as_str())))
+}
+
+fn services() -> Vec<ServiceClaim> {
+    vec![
+        ServiceClaim {
+            service: "ops".into(),
+            claim: "roles".into(),
+            value: "ops".into(),
+            subject: Some("ops-bot".into()),
+        },
+        ServiceClaim {
+            service: "backend".into(),
+            claim: "scope".into(),
+            value: "chat:server".into(),
+            subject: None,
+        },
+    ]
 }
 
 fn verifiers() -> &'static Verifiers {
@@ -75,6 +114,7 @@ fn verifiers() -> &'static Verifiers {
         strict.audience = Some(vec![AUDIENCE.into(), "web".into()]);
         strict.tenant_claim = Some(("tenant".into(), TENANT.into()));
         strict.leeway_secs = 30;
+        strict.services = services();
         let strict = JwtVerifier::new(strict).unwrap();
         let rs = JwtVerifier::new(options(
             Algorithm::RS256,
@@ -168,15 +208,11 @@ fn verify_all(token: &str) {
         );
         check_session(token, p, &s, 0);
     }
-    if let Ok(s) = v.strict.verify(token, NOW) {
-        let p = parsed
-            .as_ref()
-            .unwrap_or_else(|| panic!("accepted a token that does not parse: {token:?}"));
+    let strict_identity = |p: &Parts| {
         assert!(
             hs_ok(p),
             "HS256 accepted a token not signed with its secret: {token:?}"
         );
-        check_session(token, p, &s, 30);
         assert_eq!(p.claims.get("iss"), Some(&Value::from(ISSUER)), "{token}");
         assert_eq!(
             p.claims.get("tenant"),
@@ -189,6 +225,48 @@ fn verify_all(token: &str) {
             _ => false,
         };
         assert!(aud_ok, "{token}: aud {:?}", p.claims.get("aud"));
+    };
+    if let Ok(s) = v.strict.verify(token, NOW) {
+        let p = parsed
+            .as_ref()
+            .unwrap_or_else(|| panic!("accepted a token that does not parse: {token:?}"));
+        strict_identity(p);
+        check_session(token, p, &s, 30);
+        for service in services() {
+            assert!(
+                !carries(&p.claims, &service),
+                "a token of service {} accepted as the user session of {}: {token}",
+                service.service,
+                s.user_id
+            );
+        }
+    }
+    if let Ok(s) = v.strict.verify_service(token, NOW) {
+        let p = parsed
+            .as_ref()
+            .unwrap_or_else(|| panic!("accepted a token that does not parse: {token:?}"));
+        strict_identity(p);
+        let service = services()
+            .into_iter()
+            .find(|c| c.service == s.service)
+            .unwrap_or_else(|| panic!("unknown service {:?}", s.service));
+        assert!(
+            carries(&p.claims, &service),
+            "service {} without its claim: {token}",
+            s.service
+        );
+        let exp = numeric(p.claims.get("exp"))
+            .unwrap_or_else(|| panic!("{token}: service accepted without exp"));
+        assert!(
+            exp.floor() + 30.0 >= NOW as f64,
+            "{token}: expired at {exp}"
+        );
+    }
+    for verifier in [&v.hs, &v.rs] {
+        assert!(
+            verifier.verify_service(token, NOW).is_err(),
+            "a verifier without service accounts accepted a service token: {token}"
+        );
     }
     if let Ok(s) = v.rs.verify(token, NOW) {
         let p = parsed

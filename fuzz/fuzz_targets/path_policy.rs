@@ -8,6 +8,8 @@
 //! - a classified path's canonical (forwarded) path re-normalises to a path
 //!   that classifies to the same route with the same canonical path, and
 //!   differs from the request path only in the case of literal segments;
+//! - a service account's decision is the user's, except that server routes
+//!   are forwarded (same operation and template, a fixed point too);
 //! - a `Forward` decides to the identical `Forward` again (the path Stream
 //!   sees is the path that was classified), and no server-side route of the
 //!   policy's table, for that method, matches a forwarded path.
@@ -126,6 +128,33 @@ fuzz_target!(|data: &[u8]| {
                     "{method} {raw:?}: {decision:?}"
                 ),
             }
+        }
+        // Service accounts: every classified route is forwarded (their scope
+        // is checked against this operation), at a path that decides the same.
+        let service = policy.decide_service(method, &raw);
+        match (&decision, &service) {
+            (
+                Decision::RefuseServerRoute {
+                    operation,
+                    template,
+                },
+                Decision::Forward {
+                    operation: o,
+                    template: t,
+                    path: forwarded,
+                },
+            ) => {
+                assert!(
+                    o == operation && t == template,
+                    "{method} {raw:?}: {service:?}"
+                );
+                assert_eq!(
+                    &policy.decide_service(method, forwarded),
+                    &service,
+                    "{method} {raw:?}"
+                );
+            }
+            _ => assert_eq!(service, decision, "{method} {raw:?}"),
         }
         if let Decision::Forward {
             path: forwarded,
