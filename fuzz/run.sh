@@ -42,12 +42,15 @@ fi
 # needs -Zsanitizer, which a stable toolchain takes with RUSTC_BOOTSTRAP=1.
 # (Only then: some build scripts probe RUSTC_BOOTSTRAP, so setting it
 # changes their output and rebuilds everything.)
+# Each sanitizer builds into its own folder, so switching does not rebuild.
+dir=()
 if [ "$sanitizer" != none ]; then
     export RUSTC_BOOTSTRAP=1
+    dir=(--target-dir "target/sanitizer-$sanitizer")
 fi
 
 echo "== building fuzz targets (sanitizer: $sanitizer)"
-if ! cargo fuzz build -s "$sanitizer"; then
+if ! cargo fuzz build -s "$sanitizer" "${dir[@]}"; then
     echo "fuzz build failed" >&2
     exit 2
 fi
@@ -77,7 +80,7 @@ for t in "${targets[@]}"; do
     log="logs/$t.log"
     echo "== $t: ${secs}s (log: fuzz/$log)"
     # corpus/$t gathers what the fuzzer finds; seeds/$t (in git) is read only.
-    cargo fuzz run -s "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
+    cargo fuzz run -s "$sanitizer" "${dir[@]}" "$t" "corpus/$t" "seeds/$t" -- \
         -max_total_time="$secs" -timeout=10 -rss_limit_mb="$rss_mb" \
         -max_len="$(max_len "$t")" -print_final_stats=1 "${dict[@]}" \
         </dev/null >"$log" 2>&1

@@ -5,7 +5,8 @@
 //! set. Invariants:
 //! - never panics;
 //! - an error never shows a secret: not the resolved value of a `file:` or
-//!   `env:` secret, and not a value written at a secret position
+//!   `env:` secret (the reference itself, a variable name or a path, may be
+//!   quoted), and not a value written at a secret position
 //!   (`api_secret`, `session.secret`, the Redis URLs, which may hold a
 //!   password, a service's `token_sha256`) when that value carries the marker `S3KRET` (the seeds'
 //!   secrets do, so mutations keep it) or is a non-string of 12+ characters,
@@ -79,7 +80,10 @@ fn walk(
                     | ["redis", "sentinels"]
                     | ["tenants", "services", "token_sha256"]
             );
-            if secret {
+            // `env:NAME` and `file:PATH` are references: the name and the
+            // path may be quoted (the resolved value is checked separately).
+            let reference = text.starts_with("env:") || text.starts_with("file:");
+            if secret && !reference {
                 secrets.push((text, is_string));
             } else {
                 public.push(text);
