@@ -108,7 +108,13 @@ pub fn check_connect_json(decoded: &str, session_user: Option<&str>) -> Result<S
             }
         }
     }
-    Ok(v.to_string())
+    // Re-serialising can grow the text (`1e15` is written
+    // `1000000000000000.0`): the cap holds for what is forwarded too.
+    let out = v.to_string();
+    if out.len() > MAX_CONNECT_JSON_BYTES {
+        return Err(Refusal::BadRequest("the json parameter is too large"));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -178,6 +184,38 @@ mod tests {
         // anonymous: no binding, token still removed
         let anon = check_connect_json(r#"{"user_id":"uuid-1","user_token":""}"#, None).unwrap();
         assert_eq!(anon, r#"{"user_id":"uuid-1"}"#);
+    }
+
+    /// Found by fuzz/fuzz_targets/connect_json.rs: serde_json's default
+    /// float parsing is not correctly rounded, so a number with more digits
+    /// than an f64 holds was forwarded as a neighbouring double (not what
+    /// Stream would read from the client's text), and the forwarded payload
+    /// was not a fixed point of the check. serde_json's `float_roundtrip`
+    /// fixes both.
+    #[test]
+    fn reserialised_numbers_keep_their_value_and_are_a_fixed_point() {
+        let sent = r#"{"user_id":"alice","big":184.6744073799551616,"n":1e5,"z":-0.0}"#;
+        let out = check_connect_json(sent, Some("alice")).unwrap();
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let exact: f64 = "184.6744073799551616".parse().unwrap();
+        assert_eq!(v["big"].as_f64(), Some(exact), "{out}");
+        assert_eq!(check_connect_json(&out, Some("alice")), Ok(out.clone()));
+    }
+
+    /// Found while writing the connect_json fuzz target's fixed-point
+    /// invariant: 15 KB of `1e15` (under the cap) re-serialised to 57 KB.
+    #[test]
+    fn the_size_cap_holds_for_the_forwarded_payload() {
+        let many = vec!["1e15"; 3000].join(",");
+        let sent = format!(r#"{{"user_id":"alice","a":[{many}]}}"#);
+        assert!(sent.len() < MAX_CONNECT_JSON_BYTES);
+        assert_eq!(
+            check_connect_json(&sent, Some("alice")),
+            Err(Refusal::BadRequest("the json parameter is too large"))
+        );
+        let fits = format!(r#"{{"user_id":"alice","a":[{}]}}"#, ["1e15"; 10].join(","));
+        let out = check_connect_json(&fits, Some("alice")).unwrap();
+        assert!(out.contains("1000000000000000.0"), "{out}");
     }
 }
 
