@@ -88,9 +88,12 @@ for t in "${targets[@]}"; do
     execs=$(final_stat "$log" number_of_executed_units)
     rate=$(final_stat "$log" average_exec_per_sec)
     rss=$(final_stat "$log" peak_rss_mb)
-    corpus=$(find "corpus/$t" -type f | wc -l)
-    line=$(printf '%-13s execs %-10s exec/s %-7s corpus %-6s peak_rss_mb %-5s' \
-        "$t" "${execs:-?}" "${rate:-?}" "$corpus" "${rss:-?}")
+    # libFuzzer's own corpus at the end (inputs/bytes), and the files kept
+    # in corpus/$t across runs.
+    units=$(grep -o 'corp: [0-9]*/[0-9A-Za-z]*' "$log" | tail -1 | cut -d' ' -f2)
+    files=$(find "corpus/$t" -type f | wc -l)
+    line=$(printf '%-13s execs %-10s exec/s %-7s corpus %-11s files %-6s peak_rss_mb %-5s' \
+        "$t" "${execs:-?}" "${rate:-?}" "${units:-?}" "$files" "${rss:-?}")
     if [ $rc -ne 0 ]; then
         artifact=$(grep -o 'Test unit written to [^ ]*' "$log" | tail -1 | cut -d' ' -f5)
         line="$line CRASH (exit $rc) ${artifact:-see the log}"
