@@ -83,6 +83,9 @@ echo "soak: ${SECONDS_TOTAL}s, warm-up ${WARMUP}s, work dir $WORK" >&2
 "$PY" benches/soak.py $GW_PORT "$SECONDS_TOTAL" "$SOAK_SESSION_SECRET" dev-key 2000 "$PAUSE_MS" >"$WORK/report.json" &
 LOAD=$!; PIDS+=($LOAD)
 START=$(date +%s)
+# RSS every 60 s, to tell a plateau from a creep.
+( while kill -0 $GW 2>/dev/null; do echo "$(( $(date +%s) - START ))s $(rss_kib $GW) KiB"; sleep 60; done ) >"$WORK/rss.log" 2>/dev/null &
+PIDS+=($!)
 sleep "$WARMUP"; RSS_WARM=$(rss_kib $GW)
 echo "soak: RSS after warm-up ${RSS_WARM} KiB" >&2
 sleep $(( SECONDS_TOTAL / 2 - WARMUP > 0 ? SECONDS_TOTAL / 2 - WARMUP : 1 ))
@@ -92,6 +95,7 @@ sleep 3
 start_redis
 wait "$LOAD"
 RSS_END=$(rss_kib $GW)
+echo "soak: RSS over time (KiB):" $(awk '{print $1 "=" $2}' "$WORK/rss.log") >&2
 kill -0 $GW 2>/dev/null || { echo "soak: the gateway died" >&2; exit 1; }
 "$PY" - "$WORK/report.json" "$RSS_WARM" "$RSS_END" <<'EOP'
 import json, sys
