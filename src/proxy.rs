@@ -18,7 +18,7 @@ use crate::audit::{self, AuditLog};
 use crate::connections::fleet::{FleetCaps, FleetPlace};
 use crate::connections::ConnectionGuard;
 use crate::cors::{self, Cors};
-use crate::exchange::{Exchange, Forward, ForwardAuth};
+use crate::exchange::{Exchange, Forward};
 use crate::quota::SharedQuotas;
 use crate::refusal::Refusal;
 use crate::revocation::{SocketEntry, SocketRegistry};
@@ -31,32 +31,9 @@ mod head_check;
 mod record;
 mod respond;
 mod socket_close;
+mod upstream_headers;
 use record::{request_id, OpenSocketGauge};
-use respond::{add_headers, ip_header, is_websocket_upgrade, respond, respond_preflight};
-
-/// Client headers never forwarded: credentials (replaced by the exchange),
-/// forwarding headers (set by us from the socket, never trusted from the
-/// client) and method overrides (the policy classified the real method).
-const STREAM_AUTH_TYPE: http::HeaderName = http::HeaderName::from_static("stream-auth-type");
-const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-const STRIPPED_HEADERS: [&str; 13] = [
-    "authorization",
-    "stream-auth-type",
-    "cookie",
-    "proxy-authorization",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-forwarded-port",
-    "x-real-ip",
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
-];
+use respond::{add_headers, is_websocket_upgrade, respond, respond_preflight};
 
 pub struct GatewayProxy {
     pub exchange: Exchange,
@@ -241,54 +218,22 @@ impl ProxyHttp for GatewayProxy {
             .path_and_query
             .parse()
             .or_err(InternalError, "rebuilt path is not a valid URI")?;
-        // The rewrite works on the plain `http` parts: pingora's insert and
-        // remove also keep a second, case-preserving name map, which cost
-        // ~8k instructions per request (callgrind, benches/README.md).
-        // Header names go upstream in lower case (HTTP names are
-        // case-insensitive).
-        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-        let mut parts: http::request::Parts = std::mem::replace(upstream, placeholder).into();
-        parts.uri = uri;
-        let headers = &mut parts.headers;
-        // One pass over the (few) headers present, then remove only what is
-        // there: thirteen blind removals cost more than the rest of the
-        // header rewrite (measured with callgrind, benches/README.md).
-        let mut present = [false; STRIPPED_HEADERS.len()];
-        for name in headers.keys() {
-            if let Some(i) = STRIPPED_HEADERS.iter().position(|h| name.as_str() == *h) {
-                present[i] = true;
-            }
-        }
-        for (h, _) in STRIPPED_HEADERS.iter().zip(present).filter(|(_, p)| *p) {
-            headers.remove(*h);
-        }
-        headers.reserve(7);
-        match &forward.auth {
-            ForwardAuth::User { token, .. } | ForwardAuth::Service { token, .. } => {
-                headers.insert(http::header::AUTHORIZATION, token.header.clone());
-                headers.insert(STREAM_AUTH_TYPE, HeaderValue::from_static("jwt"));
-            }
-            ForwardAuth::Anonymous => {
-                headers.insert(STREAM_AUTH_TYPE, HeaderValue::from_static("anonymous"));
-            }
-        }
-        headers.insert(http::header::HOST, self.upstream.host_header.clone());
-        if let Some(ip) = session
+        let client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            headers.insert(X_FORWARDED_FOR, ip_header(ip));
-        }
-        headers.insert(X_FORWARDED_PROTO, self.forwarded_proto.clone());
-        if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
-            headers.insert(X_REQUEST_ID, id);
-        }
-        if let Some(b) = &ctx.replacement_body {
-            headers.remove(http::header::TRANSFER_ENCODING);
-            headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(b.len()));
-        }
-        *upstream = RequestHeader::from(parts);
+            .map(|a| a.ip());
+        upstream_headers::rewrite(
+            upstream,
+            uri,
+            &forward.auth,
+            upstream_headers::Added {
+                host: &self.upstream.host_header,
+                client_ip,
+                proto: &self.forwarded_proto,
+                request_id: &ctx.request_id,
+                content_length: ctx.replacement_body.as_ref().map(|b| b.len()),
+            },
+        );
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
