@@ -29,8 +29,8 @@ mod admit;
 mod body_check;
 mod head_check;
 mod record;
+mod relay;
 mod respond;
-mod socket_close;
 mod upstream_headers;
 use record::{request_id, OpenSocketGauge};
 use respond::{add_headers, is_websocket_upgrade, respond, respond_preflight};
@@ -51,6 +51,9 @@ pub struct GatewayProxy {
     pub client: crate::config::ClientLimits,
     /// `X-Forwarded-Proto` sent upstream: `https` on a TLS listener.
     pub forwarded_proto: HeaderValue,
+    /// Dials Stream for websockets (`relay.rs`): same TLS settings as
+    /// pingora's own upstream connector, never pooled.
+    pub connector: pingora::connectors::TransportConnector,
 }
 
 #[derive(Default)]
@@ -67,8 +70,6 @@ pub struct RequestCtx {
     fleet_place: Option<FleetPlace>,
     /// Frame boundaries of the Stream-to-client socket stream.
     frames: FrameTracker,
-    /// The session-expired frames were sent; the socket is being closed.
-    expiry_closed: bool,
     /// An open websocket's entry in the registry (revocation, expiry).
     socket: Option<SocketEntry>,
     /// Counts the open socket in the metrics while it lives.
@@ -98,6 +99,8 @@ pub struct RequestCtx {
     read_ahead: bool,
     /// The audit record's place in the queue (`on_full = "block"`).
     audit_permit: Option<tokio::sync::mpsc::OwnedPermit<audit::Record>>,
+    /// The socket went to its relay task, which records it when it ends.
+    handed_over: bool,
 }
 
 fn unix_now() -> u64 {
@@ -187,8 +190,10 @@ impl ProxyHttp for GatewayProxy {
         if admitted.is_ok() && !forward.websocket {
             admitted = self.check_body(session, &mut forward, ctx).await;
         }
+        let relay = forward.websocket;
         ctx.forward = Some(forward);
         match admitted {
+            Ok(()) if relay => self.relay_socket(session, ctx).await,
             Ok(()) => Ok(false),
             Err(refusal) => self.refuse(session, ctx, refusal, websocket).await,
         }
@@ -197,11 +202,9 @@ impl ProxyHttp for GatewayProxy {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
-        let kill = ctx.socket.as_ref().map(|s| &s.kill);
-        Ok(Box::new(self.upstream.peer(websocket, kill)))
+        Ok(Box::new(self.upstream.peer(false)))
     }
     async fn upstream_request_filter(
         &self,
@@ -286,12 +289,9 @@ impl ProxyHttp for GatewayProxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket);
         if let Some(b) = body.as_ref() {
-            if websocket {
-                ctx.bytes_in += b.len() as u64;
-                ctx.frames_in.advance(b);
-            } else if !ctx.read_ahead {
+            // (Websockets never get here: `relay.rs` copies their bytes.)
+            if !ctx.read_ahead {
                 // (A body read ahead by check_body was counted and capped there.)
                 ctx.bytes_in += b.len() as u64;
                 if ctx.bytes_in > ctx.body_limit && ctx.body_limit > 0 {
@@ -309,20 +309,17 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    /// Counts the bytes to the client and, on a websocket, closes it when
-    /// its session expired or was revoked, or the gateway shuts down
-    /// (`socket_close.rs`).
+    /// Counts the bytes to the client.
     fn response_body_filter(
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        end_of_stream: bool,
+        _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(b) = body.as_ref() {
             ctx.bytes_out += b.len() as u64;
         }
-        socket_close::close_if_due(ctx, body, end_of_stream)?;
         Ok(None)
     }
 
@@ -332,13 +329,6 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        if ctx.expiry_closed {
-            // We closed the socket on purpose (session expiry).
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
         let refusal = match e.etype() {
             // A refusal decided while the body streamed (over the size cap).
             _ if ctx.refusal.is_some() => ctx.refusal.clone().unwrap_or(Refusal::Internal),
@@ -392,7 +382,7 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(e) = e.filter(|_| ctx.refusal.is_none() && !ctx.expiry_closed) {
+        if let Some(e) = e.filter(|_| ctx.refusal.is_none()) {
             tracing::debug!(request_id = %ctx.request_id, error = %e, "request ended with an error");
         }
         self.record(session, e, ctx).await;

@@ -190,8 +190,8 @@ pub enum CloseReason {
     Shutdown = 3,
 }
 
-/// Closes one upstream websocket connection from outside its task: the
-/// upstream stream reads end-of-file once it is fired (see `upstream.rs`).
+/// Closes one open websocket from outside its relay task (`proxy/relay.rs`),
+/// which wakes and sends the closing frames for the reason given.
 #[derive(Debug, Default)]
 pub struct KillSwitch {
     fired: AtomicBool,
@@ -222,7 +222,7 @@ impl KillSwitch {
         }
     }
 
-    /// Remembers who to wake when fired (called by the stream's poll_read).
+    /// Remembers who to wake when fired (the relay task, while it waits).
     pub fn register(&self, waker: &Waker) {
         let mut w = self.waker.lock().unwrap_or_else(|p| p.into_inner());
         match w.as_ref() {

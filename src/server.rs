@@ -37,8 +37,13 @@ pub const DEFAULT_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_
 /// Default `server.graceful_shutdown_timeout`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Read buffer of each client connection (pingora's default is 64 KiB).
-pub const CLIENT_READ_BUFFER: usize = 16 * 1024;
+/// Read buffer of each client connection under pingora's own buffers
+/// (pingora's default is 64 KiB). None: pingora reads a request head into
+/// its own buffer and a body into its body buffer anyway, so a second
+/// buffer underneath only copies bytes once more, and an open websocket
+/// (which keeps its client connection for hours) would carry it for its
+/// whole life.
+pub const CLIENT_READ_BUFFER: usize = 0;
 
 /// An HTTP/2 client connection with no stream open is closed after this
 /// (the HTTP/1.1 keep-alive timeout is pingora's 60 s too).
@@ -256,6 +261,9 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         sockets,
         audit,
         client: settings.server.client,
+        connector: pingora::connectors::TransportConnector::new(Some(
+            pingora::connectors::ConnectorOptions::from_server_conf(&server.configuration),
+        )),
         forwarded_proto: http::HeaderValue::from_static(if listener_tls.is_some() {
             "https"
         } else {
@@ -278,7 +286,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     }
     // pingora reads each client connection through a 64 KiB buffer by default;
     // with tens of thousands of mostly idle websockets that buffer dominates
-    // memory, and request heads and websocket frames are far smaller.
+    // memory (see CLIENT_READ_BUFFER).
     let mut listener = ListenerConfig::tcp(settings.server.listen.to_string())
         .l4_buffer(L4BufferSettings::default().read(CLIENT_READ_BUFFER));
     if let Some((certs, h2)) = &listener_tls {

@@ -8,153 +8,195 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use super::{GatewayProxy, RequestCtx};
-use crate::audit;
+use crate::audit::{self, AuditLog};
 use crate::metrics;
 use crate::policy::Decision;
 use crate::refusal::Refusal;
+use crate::tenant::Tenant;
 
 impl GatewayProxy {
     /// Builds the audit record of a finished request and counts it in the
     /// metrics.
     pub(super) async fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let m = metrics::get();
+        // A socket handed to the relay task is recorded when it ends.
+        if ctx.handed_over {
+            return;
+        }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
-        // Tenant and route: from the decision, or (for a request refused by
-        // the exchange) looked up again, on the refusal path only.
-        use std::borrow::Cow;
-        let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
-            match &ctx.forward {
-                Some(f) => (
-                    Some(Arc::clone(&f.tenant)),
-                    Some(Cow::Borrowed(f.template.as_str())),
-                    Some(Cow::Borrowed(f.operation.as_str())),
-                ),
-                None => {
-                    let (route, operation) = match self
-                        .exchange
-                        .routing
-                        .load()
-                        .policy
-                        .decide(req.method.as_str(), req.uri.path())
-                    {
-                        Decision::Forward {
-                            template,
-                            operation,
-                            ..
-                        }
-                        | Decision::RefuseServerRoute {
-                            template,
-                            operation,
-                        } => (Some(Cow::Owned(template)), Some(Cow::Owned(operation))),
-                        _ => (None, None),
-                    };
-                    (self.exchange.tenant_of(req.uri.query()), route, operation)
-                }
-            };
-        let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
-        let decision = match (&ctx.refusal, e) {
-            (Some(r), _) => r.decision(),
-            (None, _) if ctx.preflight => "preflight",
-            (None, _) => "forwarded",
+        // Tenant and route of a request refused by the exchange (no
+        // decision to take them from): looked up again, on the refusal
+        // path only.
+        let looked_up = match &ctx.forward {
+            Some(_) => None,
+            None => {
+                let (route, operation) = match self
+                    .exchange
+                    .routing
+                    .load()
+                    .policy
+                    .decide(req.method.as_str(), req.uri.path())
+                {
+                    Decision::Forward {
+                        template,
+                        operation,
+                        ..
+                    }
+                    | Decision::RefuseServerRoute {
+                        template,
+                        operation,
+                    } => (Some(template), Some(operation)),
+                    _ => (None, None),
+                };
+                Some((self.exchange.tenant_of(req.uri.query()), route, operation))
+            }
         };
-        let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
-        let status_label = status.to_string();
-        m.requests
+        write_record(
+            self.audit.as_ref(),
+            req.method.as_str(),
+            status,
+            looked_up,
+            e,
+            ctx,
+        )
+        .await;
+    }
+}
+
+/// The audit record and metrics of a websocket relayed by its own task
+/// (`relay.rs`), written when it ends.
+pub(super) async fn finish_socket(audit: Option<&Arc<AuditLog>>, ctx: &mut RequestCtx) {
+    write_record(audit, "GET", 101, None, None, ctx).await;
+}
+
+/// Tenant, route template and operation of a request without a decision.
+type LookedUp = (Option<Arc<Tenant>>, Option<String>, Option<String>);
+
+/// Counts a finished request in the metrics and writes its audit record.
+async fn write_record(
+    audit: Option<&Arc<AuditLog>>,
+    method: &str,
+    status: u16,
+    looked_up: Option<LookedUp>,
+    e: Option<&Error>,
+    ctx: &mut RequestCtx,
+) {
+    let m = metrics::get();
+    let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
+    use std::borrow::Cow;
+    let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
+        match (&ctx.forward, looked_up) {
+            (Some(f), _) => (
+                Some(Arc::clone(&f.tenant)),
+                Some(Cow::Borrowed(f.template.as_str())),
+                Some(Cow::Borrowed(f.operation.as_str())),
+            ),
+            (None, Some((tenant, route, operation))) => {
+                (tenant, route.map(Cow::Owned), operation.map(Cow::Owned))
+            }
+            (None, None) => (None, None, None),
+        };
+    let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
+    let decision = match (&ctx.refusal, e) {
+        (Some(r), _) => r.decision(),
+        (None, _) if ctx.preflight => "preflight",
+        (None, _) => "forwarded",
+    };
+    let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
+    let status_label = status.to_string();
+    m.requests
+        .with_label_values(&[
+            tenant_id,
+            operation.as_deref().unwrap_or("-"),
+            decision,
+            &status_label,
+        ])
+        .inc();
+    if !websocket {
+        m.request_duration
+            .with_label_values(&[tenant_id, decision])
+            .observe(latency.as_secs_f64());
+    }
+    if let Some(d) = ctx.upstream_latency {
+        m.upstream_duration
+            .with_label_values(&[tenant_id])
+            .observe(d.as_secs_f64());
+    }
+    if let Some(service) = &ctx.service {
+        m.service_requests
             .with_label_values(&[
                 tenant_id,
+                &service.name,
                 operation.as_deref().unwrap_or("-"),
                 decision,
                 &status_label,
             ])
             .inc();
-        if !websocket {
-            m.request_duration
-                .with_label_values(&[tenant_id, decision])
-                .observe(latency.as_secs_f64());
-        }
-        if let Some(d) = ctx.upstream_latency {
-            m.upstream_duration
-                .with_label_values(&[tenant_id])
-                .observe(d.as_secs_f64());
-        }
-        if let Some(service) = &ctx.service {
-            m.service_requests
-                .with_label_values(&[
-                    tenant_id,
-                    &service.name,
-                    operation.as_deref().unwrap_or("-"),
-                    decision,
-                    &status_label,
-                ])
+        let limit = match &ctx.refusal {
+            Some(Refusal::RateLimited(l)) => Some(l.which),
+            Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => Some("quota"),
+            _ => None,
+        };
+        if let Some(limit) = limit {
+            m.service_rate_limited
+                .with_label_values(&[tenant_id, &service.name, limit])
                 .inc();
-            let limit = match &ctx.refusal {
-                Some(Refusal::RateLimited(l)) => Some(l.which),
-                Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => Some("quota"),
-                _ => None,
-            };
-            if let Some(limit) = limit {
-                m.service_rate_limited
-                    .with_label_values(&[tenant_id, &service.name, limit])
+        }
+    }
+    match &ctx.refusal {
+        Some(Refusal::RateLimited(l)) => m
+            .rate_limited
+            .with_label_values(&[tenant_id, l.which])
+            .inc(),
+        Some(Refusal::TooManyConnections | Refusal::ConnectionsUnavailable) => m
+            .rate_limited
+            .with_label_values(&[tenant_id, "connections"])
+            .inc(),
+        Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => {
+            m.quota_exceeded.with_label_values(&[tenant_id]).inc()
+        }
+        Some(r) => {
+            if let Some(reason) = r.session_failure() {
+                m.session_failures
+                    .with_label_values(&[tenant_id, reason])
                     .inc();
             }
         }
-        match &ctx.refusal {
-            Some(Refusal::RateLimited(l)) => m
-                .rate_limited
-                .with_label_values(&[tenant_id, l.which])
-                .inc(),
-            Some(Refusal::TooManyConnections | Refusal::ConnectionsUnavailable) => m
-                .rate_limited
-                .with_label_values(&[tenant_id, "connections"])
-                .inc(),
-            Some(Refusal::QuotaExceeded { .. } | Refusal::QuotaUnavailable) => {
-                m.quota_exceeded.with_label_values(&[tenant_id]).inc()
-            }
-            Some(r) => {
-                if let Some(reason) = r.session_failure() {
-                    m.session_failures
-                        .with_label_values(&[tenant_id, reason])
-                        .inc();
-                }
-            }
-            None => {}
-        }
-        let Some(audit) = &self.audit else {
-            return;
-        };
-        let user_id = ctx
-            .forward
-            .as_ref()
-            .and_then(|f| f.user_id())
-            .map(str::to_string);
-        let record = audit::Record {
-            time: audit::now_rfc3339(),
-            kind: if websocket { "websocket" } else { "request" },
-            request_id: std::mem::take(&mut ctx.request_id),
-            tenant: tenant.map(|t| t.id.clone()),
-            user_id,
-            service: ctx.service.as_ref().map(|s| s.name.clone()),
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-            method: req.method.as_str().to_string(),
-            route: route.map(Cow::into_owned),
-            operation: operation.map(Cow::into_owned),
-            decision,
-            code: ctx.refusal.as_ref().map(Refusal::code),
-            status,
-            upstream_status: ctx.upstream_status,
-            latency_ms: latency.as_secs_f64() * 1000.0,
-            bytes_in: ctx.bytes_in,
-            bytes_out: ctx.bytes_out,
-            duration_ms: websocket.then_some(latency.as_millis() as u64),
-            frames_in: websocket.then(|| ctx.frames_in.frames()),
-            frames_out: websocket.then(|| ctx.frames.frames()),
-        };
-        match ctx.audit_permit.take() {
-            Some(permit) => audit.write_reserved(permit, record),
-            None => audit.write(record).await,
-        }
+        None => {}
+    }
+    let Some(audit) = audit else {
+        return;
+    };
+    let user_id = ctx
+        .forward
+        .as_ref()
+        .and_then(|f| f.user_id())
+        .map(str::to_string);
+    let record = audit::Record {
+        time: audit::now_rfc3339(),
+        kind: if websocket { "websocket" } else { "request" },
+        request_id: std::mem::take(&mut ctx.request_id),
+        tenant: tenant.map(|t| t.id.clone()),
+        user_id,
+        service: ctx.service.as_ref().map(|s| s.name.clone()),
+        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+        method: method.to_string(),
+        route: route.map(Cow::into_owned),
+        operation: operation.map(Cow::into_owned),
+        decision,
+        code: ctx.refusal.as_ref().map(Refusal::code),
+        status,
+        upstream_status: ctx.upstream_status,
+        latency_ms: latency.as_secs_f64() * 1000.0,
+        bytes_in: ctx.bytes_in,
+        bytes_out: ctx.bytes_out,
+        duration_ms: websocket.then_some(latency.as_millis() as u64),
+        frames_in: websocket.then(|| ctx.frames_in.frames()),
+        frames_out: websocket.then(|| ctx.frames.frames()),
+    };
+    match ctx.audit_permit.take() {
+        Some(permit) => audit.write_reserved(permit, record),
+        None => audit.write(record).await,
     }
 }
 
