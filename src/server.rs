@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::connections::fleet::FleetCaps;
 
+mod drain;
 mod services;
 use crate::audit;
 use crate::config::Settings;
@@ -270,20 +271,15 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             "http"
         }),
     };
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "stream-gateway",
-    );
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = settings.server.h2c;
-        // pingora keeps an idle HTTP/1.1 connection 60 s; an idle HTTP/2
-        // connection would stay open for ever without this.
-        options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
-        app.server_options = Some(options);
-        app.h2_options = Some(h2_options(&settings.server.client));
-    }
+    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    let mut options = HttpServerOptions::default();
+    options.h2c = settings.server.h2c;
+    // pingora keeps an idle HTTP/1.1 connection 60 s; an idle HTTP/2
+    // connection would stay open for ever without this.
+    options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+    app.server_options = Some(options);
+    app.h2_options = Some(h2_options(&settings.server.client));
+    let mut proxy = Service::new("stream-gateway".to_string(), drain::DrainingApp::new(app));
     // pingora reads each client connection through a 64 KiB buffer by default;
     // with tens of thousands of mostly idle websockets that buffer dominates
     // memory (see CLIENT_READ_BUFFER).
