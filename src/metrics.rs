@@ -41,6 +41,9 @@ pub struct Metrics {
     pub upstream_connections_new: IntCounter,
     /// `{reused="true"}`: requests sent on a pooled keep-alive connection.
     pub upstream_connections_reused: IntCounter,
+    /// `stream_gateway_slow_request_heads_total`: connections closed because
+    /// their first request head took longer than `client_header_timeout`.
+    pub slow_heads: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -84,7 +87,15 @@ impl Metrics {
             "Upstream connections used by requests: reused=\"false\" newly opened, reused=\"true\" taken from the keep-alive pool.",
             &["reused"],
         );
+        let slow_heads = IntCounter::new(
+            "stream_gateway_slow_request_heads_total",
+            "Client connections closed because their first request head took longer than server.client_header_timeout.",
+        )
+        .unwrap_or_else(|e| panic!("metric slow_request_heads: {e}"));
+        r.register(Box::new(slow_heads.clone()))
+            .unwrap_or_else(|e| panic!("register slow_request_heads: {e}"));
         Metrics {
+            slow_heads,
             upstream_connections_new: upstream_connections.with_label_values(&["false"]),
             upstream_connections_reused: upstream_connections.with_label_values(&["true"]),
             requests: counter(

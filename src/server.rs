@@ -279,7 +279,10 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
     app.server_options = Some(options);
     app.h2_options = Some(h2_options(&settings.server.client));
-    let mut proxy = Service::new("stream-gateway".to_string(), drain::DrainingApp::new(app));
+    let mut proxy = Service::new(
+        "stream-gateway".to_string(),
+        drain::DrainingApp::new(app, &settings.server.client),
+    );
     // pingora reads each client connection through a 64 KiB buffer by default;
     // with tens of thousands of mostly idle websockets that buffer dominates
     // memory (see CLIENT_READ_BUFFER).

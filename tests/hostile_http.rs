@@ -22,7 +22,7 @@ fn start() -> (FakeStream, Gateway) {
     let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
     let cfg = gateway_config(&fake.url(), "", "").replace(
         "threads = 1\n",
-        "threads = 1\nmax_uri_bytes = 2048\nmax_header_bytes = 8192\nmax_headers = 40\nclient_body_timeout = \"1s\"\n",
+        "threads = 1\nmax_uri_bytes = 2048\nmax_header_bytes = 8192\nmax_headers = 40\nclient_body_timeout = \"1s\"\nclient_header_timeout = \"2s\"\n",
     );
     let gw = Gateway::start(&cfg);
     (fake, gw)
@@ -36,6 +36,15 @@ fn send(gw: &Gateway, raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     out
+}
+
+/// The value of an unlabelled metric on the admin listener.
+fn gateway_metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let (status, _, body) = raw_request(gw.admin, "GET /metrics HTTP/1.1\r\nHost: x");
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// (status, body) of the first response in `raw`.
@@ -297,6 +306,73 @@ fn a_client_that_stops_sending_its_body_is_cut_off_after_client_body_timeout() {
         "closed after {waited:?}"
     );
     assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+}
+
+#[test]
+fn a_head_dripped_slower_than_client_header_timeout_is_cut_off() {
+    let (fake, gw) = start();
+    // Slowloris: a valid head, one byte every 100 ms (each read is quick,
+    // the whole head is not). client_header_timeout is 2 s here.
+    let head = format!(
+        "GET /app?api_key={API_KEY} HTTP/1.1\r\nHost: x\r\n{}X-Padding: {}\r\n\r\n",
+        auth(),
+        "p".repeat(40)
+    );
+    let mut s = TcpStream::connect(gw.listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut cut_after = None;
+    for b in head.as_bytes() {
+        if s.write_all(&[*b]).is_err() {
+            cut_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if started.elapsed() > Duration::from_secs(6) {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let closed = cut_after.unwrap_or_else(|| started.elapsed());
+    assert!(
+        out.is_empty(),
+        "no answer expected: {:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        closed >= Duration::from_millis(1900) && closed < Duration::from_secs(7),
+        "closed after {closed:?}"
+    );
+    assert!(fake.requests().is_empty(), "{:?}", fake.requests());
+    let m = gateway_metric(&gw, "stream_gateway_slow_request_heads_total");
+    assert_eq!(m, Some(1.0));
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_client_header_timeout_and_a_prompt_one_served() {
+    let (fake, gw) = start();
+    let mut silent = TcpStream::connect(gw.listen).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // A prompt request on another connection is answered meanwhile.
+    let ok = send(
+        &gw,
+        format!(
+            "GET /app?api_key={API_KEY} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+            auth()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(parse(&ok).0, 200, "{}", String::from_utf8_lossy(&ok));
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = silent.read_to_end(&mut out);
+    let waited = started.elapsed();
+    assert!(out.is_empty(), "{:?}", String::from_utf8_lossy(&out));
+    assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
+    assert_eq!(fake.requests().len(), 1);
 }
 
 #[test]

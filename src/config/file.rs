@@ -66,6 +66,10 @@ pub struct ServerSection {
     /// Longest wait for each read of a client's request body.
     #[serde(default, with = "humantime_serde")]
     pub client_body_timeout: Option<Duration>,
+    /// Longest time a new connection takes to send its whole first request
+    /// head (slow-header clients are cut off).
+    #[serde(default, with = "humantime_serde")]
+    pub client_header_timeout: Option<Duration>,
     /// TLS on `listen` (HTTPS, with HTTP/2 by ALPN).
     pub tls: Option<TlsSection>,
     /// Cleartext HTTP/2 (prior knowledge) on a plain `listen`.

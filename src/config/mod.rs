@@ -63,6 +63,9 @@ pub struct ClientLimits {
     pub max_header_bytes: usize,
     pub max_headers: usize,
     pub body_timeout: Duration,
+    /// Time a new plain-TCP connection has to send its whole first request
+    /// head (`server/drain.rs`).
+    pub header_timeout: Duration,
 }
 
 impl Default for ClientLimits {
@@ -74,6 +77,7 @@ impl Default for ClientLimits {
             max_header_bytes: 32 * 1024,
             max_headers: 100,
             body_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -35,6 +35,7 @@ pub(super) fn server(
         max_header_bytes: s.max_header_bytes.unwrap_or(d.max_header_bytes),
         max_headers: s.max_headers.unwrap_or(d.max_headers),
         body_timeout: s.client_body_timeout.unwrap_or(d.body_timeout),
+        header_timeout: s.client_header_timeout.unwrap_or(d.header_timeout),
     };
     for (key, v) in [
         ("max_uri_bytes", client.max_uri_bytes),
@@ -47,6 +48,9 @@ pub(super) fn server(
     }
     if client.body_timeout.is_zero() {
         p.add("server.client_body_timeout: must be more than 0s");
+    }
+    if client.header_timeout.is_zero() {
+        p.add("server.client_header_timeout: must be more than 0s");
     }
     let tls = match &s.tls {
         Some(t) => Some(certs::listener(t, s.h2c, base_dir, p)?),

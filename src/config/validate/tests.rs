@@ -146,6 +146,7 @@ fn client_limits_default_override_and_refuse_zero() {
         (57344, 32768, 100)
     );
     assert_eq!(d.body_timeout, Duration::from_secs(30));
+    assert_eq!(d.header_timeout, Duration::from_secs(30));
     let with = |server_extra: &str| {
         config("", "").replacen(
             "listen = \"127.0.0.1:1\"\n",
@@ -154,7 +155,7 @@ fn client_limits_default_override_and_refuse_zero() {
         )
     };
     let s = parse(
-        &with("max_uri_bytes = 100\nmax_header_bytes = 200\nmax_headers = 3\nclient_body_timeout = \"2s\""),
+        &with("max_uri_bytes = 100\nmax_header_bytes = 200\nmax_headers = 3\nclient_body_timeout = \"2s\"\nclient_header_timeout = \"3s\""),
         Path::new("."),
     )
     .unwrap_or_else(|e| panic!("refused: {e}"));
@@ -164,8 +165,9 @@ fn client_limits_default_override_and_refuse_zero() {
         (100, 200, 3)
     );
     assert_eq!(c.body_timeout, Duration::from_secs(2));
+    assert_eq!(c.header_timeout, Duration::from_secs(3));
     let Err(e) = parse(
-        &with("max_uri_bytes = 0\nmax_header_bytes = 0\nmax_headers = 0\nclient_body_timeout = \"0s\""),
+        &with("max_uri_bytes = 0\nmax_header_bytes = 0\nmax_headers = 0\nclient_body_timeout = \"0s\"\nclient_header_timeout = \"0s\""),
         Path::new("."),
     ) else {
         panic!("zero limits accepted");
@@ -176,6 +178,7 @@ fn client_limits_default_override_and_refuse_zero() {
         "server.max_header_bytes",
         "server.max_headers",
         "server.client_body_timeout",
+        "server.client_header_timeout",
     ] {
         assert!(e.contains(key), "{key} not reported: {e}");
     }
