@@ -42,8 +42,11 @@ pub struct Metrics {
     /// `{reused="true"}`: requests sent on a pooled keep-alive connection.
     pub upstream_connections_reused: IntCounter,
     /// `stream_gateway_slow_request_heads_total`: connections closed because
-    /// their first request head took longer than `client_header_timeout`.
+    /// a request head took longer than `client_header_timeout`.
     pub slow_heads: IntCounter,
+    /// `stream_gateway_fast_path_requests_total`: requests served by the
+    /// plain HTTP/1.1 fast path (`proxy/fast.rs`), not pingora's proxy loop.
+    pub fast_path_requests: IntCounter,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -89,13 +92,21 @@ impl Metrics {
         );
         let slow_heads = IntCounter::new(
             "stream_gateway_slow_request_heads_total",
-            "Client connections closed because their first request head took longer than server.client_header_timeout.",
+            "Client connections closed because their request head took longer than server.client_header_timeout.",
         )
         .unwrap_or_else(|e| panic!("metric slow_request_heads: {e}"));
         r.register(Box::new(slow_heads.clone()))
             .unwrap_or_else(|e| panic!("register slow_request_heads: {e}"));
+        let fast_path_requests = IntCounter::new(
+            "stream_gateway_fast_path_requests_total",
+            "Requests served by the plain HTTP/1.1 fast path (the others go through pingora's proxy loop).",
+        )
+        .unwrap_or_else(|e| panic!("metric fast_path_requests: {e}"));
+        r.register(Box::new(fast_path_requests.clone()))
+            .unwrap_or_else(|e| panic!("register fast_path_requests: {e}"));
         Metrics {
             slow_heads,
+            fast_path_requests,
             upstream_connections_new: upstream_connections.with_label_values(&["false"]),
             upstream_connections_reused: upstream_connections.with_label_values(&["true"]),
             requests: counter(

@@ -27,6 +27,7 @@ use crate::websocket::FrameTracker;
 
 mod admit;
 mod body_check;
+pub(crate) mod fast;
 mod head_check;
 mod record;
 mod relay;
@@ -35,7 +36,10 @@ mod upstream_headers;
 use record::{request_id, OpenSocketGauge};
 use respond::{add_headers, is_websocket_upgrade, respond, respond_preflight};
 
-pub struct GatewayProxy {
+/// Everything a request needs: the exchange, the upstream, the limits, the
+/// audit log. Shared by pingora's proxy loop ([`GatewayProxy`]) and the
+/// plain HTTP/1.1 fast path (`fast.rs`).
+pub struct Gateway {
     pub exchange: Exchange,
     pub upstream: Arc<Upstream>,
     /// Shared quotas, when `[redis]` is configured.
@@ -54,6 +58,17 @@ pub struct GatewayProxy {
     /// Dials Stream for websockets (`relay.rs`): same TLS settings as
     /// pingora's own upstream connector, never pooled.
     pub connector: pingora::connectors::TransportConnector,
+}
+
+/// The pingora `ProxyHttp` face of a [`Gateway`] (pingora takes its proxy by
+/// value; the fast path keeps the other handle).
+pub struct GatewayProxy(pub Arc<Gateway>);
+
+impl std::ops::Deref for GatewayProxy {
+    type Target = Gateway;
+    fn deref(&self) -> &Gateway {
+        &self.0
+    }
 }
 
 #[derive(Default)]
@@ -125,7 +140,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.started = Some(Instant::now());
-        ctx.request_id = request_id(session.req_header());
+        ctx.request_id = request_id(&session.req_header().headers);
         let websocket = is_websocket_upgrade(session);
         if let (Some(audit), false) = (&self.audit, websocket) {
             ctx.audit_permit = audit.reserve().await;

@@ -22,7 +22,7 @@ mod services;
 use crate::audit;
 use crate::config::Settings;
 use crate::exchange::{Exchange, Routing};
-use crate::proxy::GatewayProxy;
+use crate::proxy::{Gateway, GatewayProxy};
 use crate::quota::SharedQuotas;
 use crate::redis_conn::Redis;
 use crate::revocation::{Revocations, SocketRegistry};
@@ -254,7 +254,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
             }),
         },
     ));
-    let gateway = GatewayProxy {
+    let gateway = Arc::new(Gateway {
         exchange,
         upstream: Arc::clone(&upstream),
         quotas,
@@ -270,8 +270,9 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         } else {
             "http"
         }),
-    };
-    let mut app = pingora::proxy::http_proxy(&server.configuration, gateway);
+    });
+    let mut app =
+        pingora::proxy::http_proxy(&server.configuration, GatewayProxy(Arc::clone(&gateway)));
     let mut options = HttpServerOptions::default();
     options.h2c = settings.server.h2c;
     // pingora keeps an idle HTTP/1.1 connection 60 s; an idle HTTP/2
@@ -281,7 +282,11 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
     app.h2_options = Some(h2_options(&settings.server.client));
     let mut proxy = Service::new(
         "stream-gateway".to_string(),
-        drain::DrainingApp::new(app, &settings.server.client),
+        drain::DrainingApp::new(
+            app,
+            &settings.server.client,
+            settings.server.fast_path.then_some(gateway),
+        ),
     );
     // pingora reads each client connection through a 64 KiB buffer by default;
     // with tens of thousands of mostly idle websockets that buffer dominates

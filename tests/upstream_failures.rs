@@ -212,10 +212,11 @@ async fn error_logs_never_contain_tokens() {
     let gw = Gateway::start(&config(&format!("http://{dead}"), "1s", "5s"));
     let token = session();
     let resp = client()
-        .get(format!(
+        .post(format!(
             "{}/channels/messaging/general?api_key={API_KEY}&authorization={token}",
             gw.url()
         ))
+        .json(&json!({"data": {"name": "x"}}))
         .send()
         .await
         .expect("send");
@@ -229,7 +230,28 @@ async fn error_logs_never_contain_tokens() {
         log.contains("Fail to proxy"),
         "the failure was not logged: {log}"
     );
-    assert!(log.contains("GET /channels/messaging/general"), "{log}");
+    assert!(log.contains("POST /channels/messaging/general"), "{log}");
+    // The same over the fast path (a GET without a body; the POST above
+    // has one, so pingora's proxy loop took it).
+    let resp = client()
+        .get(format!(
+            "{}/channels/messaging/general?api_key={API_KEY}&authorization={token}",
+            gw.url()
+        ))
+        .send()
+        .await
+        .expect("send");
+    assert_gateway_refusal(resp, 502, -1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = "upstream request failed: GET /channels/messaging/general";
+    while !gw.stderr().contains(line) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let log = gw.stderr();
+    assert!(
+        log.contains(line),
+        "the fast path's failure was not logged: {log}"
+    );
     let signature = token.rsplit('.').next().unwrap();
     assert!(!log.contains(signature), "a token reached the log: {log}");
     assert!(!log.contains("authorization="), "{log}");

@@ -75,6 +75,9 @@ pub struct ServerSection {
     /// Cleartext HTTP/2 (prior knowledge) on a plain `listen`.
     #[serde(default)]
     pub h2c: bool,
+    /// The gateway's own HTTP/1.1 loop for plain bodiless requests
+    /// (`proxy/fast.rs`); default true.
+    pub fast_path: Option<bool>,
 }
 
 /// `[server.tls]`: the default certificate, and more chosen by SNI.

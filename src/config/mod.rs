@@ -47,6 +47,9 @@ pub struct ServerSettings {
     pub tls: Option<ListenerTls>,
     /// Cleartext HTTP/2 by prior knowledge on a plain listener.
     pub h2c: bool,
+    /// Plain HTTP/1.1 requests without a body served by the gateway's own
+    /// loop instead of pingora's proxy loop (`proxy/fast.rs`).
+    pub fast_path: bool,
 }
 
 /// `[server.tls]`, validated: the certificates (loaded, keys checked) and

@@ -6,13 +6,13 @@ use pingora::proxy::Session;
 
 use super::record::OpenSocketGauge;
 use super::respond::{respond, respond_websocket};
-use super::{unix_now, GatewayProxy, RequestCtx};
+use super::{unix_now, Gateway, RequestCtx};
 use crate::exchange::Forward;
 use crate::limits::RequestKind;
 use crate::quota::{QuotaError, Who};
 use crate::refusal::Refusal;
 
-impl GatewayProxy {
+impl Gateway {
     /// After the exchange: the local rate limits, then the shared quota (a
     /// request refused locally never costs a Redis call), then (sockets
     /// only) a place under the connection caps (this process's first, then,

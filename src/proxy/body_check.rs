@@ -5,12 +5,12 @@
 use bytes::Bytes;
 use pingora::proxy::Session;
 
-use super::{GatewayProxy, RequestCtx};
+use super::{Gateway, RequestCtx};
 use crate::body::{self, Location, ServerOnlyMode};
 use crate::exchange::Forward;
 use crate::refusal::Refusal;
 
-impl GatewayProxy {
+impl Gateway {
     /// The body policy: the size cap (from `Content-Length` here; chunked
     /// bodies are counted as they stream, in `request_body_filter`), then,
     /// for operations with server-only fields, the `payload` query document
@@ -23,32 +23,22 @@ impl GatewayProxy {
         forward: &mut Forward,
         ctx: &mut RequestCtx,
     ) -> std::result::Result<(), Refusal> {
-        let routing = self.exchange.routing.load();
-        let bp = &routing.body;
-        ctx.body_limit = bp.max_body_bytes;
         let req = session.req_header();
         let content_length = req
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if content_length.is_some_and(|n| n > bp.max_body_bytes) {
-            return Err(Refusal::PayloadTooLarge);
-        }
-        // Server-only fields are what server-side calls may set: a service
-        // account's body goes through as sent (only the size cap applies).
-        if bp.server_only == ServerOnlyMode::Pass || forward.service().is_some() {
+        let method = req.method.clone();
+        let empty = session.is_body_empty();
+        if !self.check_body_head(forward, method.as_str(), content_length, empty, ctx)? {
             return Ok(());
         }
-        let Some(rules) = bp.fields.rules(req.method.as_str(), &forward.template) else {
+        let routing = self.exchange.routing.load();
+        let bp = &routing.body;
+        let Some(rules) = bp.fields.rules(method.as_str(), &forward.template) else {
             return Ok(());
         };
-        if rules.iter().any(|r| r.location == Location::Payload) {
-            self.check_payload(forward, rules, bp.server_only)?;
-        }
-        if !rules.iter().any(|r| r.location == Location::Body) || session.is_body_empty() {
-            return Ok(());
-        }
         session.enable_retry_buffering();
         let mut buf = bytes::BytesMut::new();
         loop {
@@ -87,6 +77,37 @@ impl GatewayProxy {
             }
             ServerOnlyMode::Pass => Ok(()),
         }
+    }
+
+    /// The part of the body policy decided from the head: the size cap by
+    /// `Content-Length`, the `payload` query document. `Ok(true)` when the
+    /// body itself must be read and checked.
+    pub(super) fn check_body_head(
+        &self,
+        forward: &mut Forward,
+        method: &str,
+        content_length: Option<u64>,
+        body_empty: bool,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<bool, Refusal> {
+        let routing = self.exchange.routing.load();
+        let bp = &routing.body;
+        ctx.body_limit = bp.max_body_bytes;
+        if content_length.is_some_and(|n| n > bp.max_body_bytes) {
+            return Err(Refusal::PayloadTooLarge);
+        }
+        // Server-only fields are what server-side calls may set: a service
+        // account's body goes through as sent (only the size cap applies).
+        if bp.server_only == ServerOnlyMode::Pass || forward.service().is_some() {
+            return Ok(false);
+        }
+        let Some(rules) = bp.fields.rules(method, &forward.template) else {
+            return Ok(false);
+        };
+        if rules.iter().any(|r| r.location == Location::Payload) {
+            self.check_payload(forward, rules, bp.server_only)?;
+        }
+        Ok(rules.iter().any(|r| r.location == Location::Body) && !body_empty)
     }
 
     /// Server-only fields in the `payload` query document (GET queries).

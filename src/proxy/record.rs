@@ -3,18 +3,17 @@
 
 use std::sync::Arc;
 
-use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use super::{GatewayProxy, RequestCtx};
+use super::{Gateway, RequestCtx};
 use crate::audit::{self, AuditLog};
 use crate::metrics;
 use crate::policy::Decision;
 use crate::refusal::Refusal;
 use crate::tenant::Tenant;
 
-impl GatewayProxy {
+impl Gateway {
     /// Builds the audit record of a finished request and counts it in the
     /// metrics.
     pub(super) async fn record(&self, session: &Session, e: Option<&Error>, ctx: &mut RequestCtx) {
@@ -24,33 +23,7 @@ impl GatewayProxy {
         }
         let req = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        // Tenant and route of a request refused by the exchange (no
-        // decision to take them from): looked up again, on the refusal
-        // path only.
-        let looked_up = match &ctx.forward {
-            Some(_) => None,
-            None => {
-                let (route, operation) = match self
-                    .exchange
-                    .routing
-                    .load()
-                    .policy
-                    .decide(req.method.as_str(), req.uri.path())
-                {
-                    Decision::Forward {
-                        template,
-                        operation,
-                        ..
-                    }
-                    | Decision::RefuseServerRoute {
-                        template,
-                        operation,
-                    } => (Some(template), Some(operation)),
-                    _ => (None, None),
-                };
-                Some((self.exchange.tenant_of(req.uri.query()), route, operation))
-            }
-        };
+        let looked_up = self.looked_up(req.method.as_str(), req.uri.path(), req.uri.query(), ctx);
         write_record(
             self.audit.as_ref(),
             req.method.as_str(),
@@ -61,6 +34,34 @@ impl GatewayProxy {
         )
         .await;
     }
+
+    /// Tenant, route template and operation of a request refused by the
+    /// exchange (no decision to take them from): looked up again, on the
+    /// refusal path only. `None` when the request has a decision.
+    pub(super) fn looked_up(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        ctx: &RequestCtx,
+    ) -> Option<LookedUp> {
+        if ctx.forward.is_some() {
+            return None;
+        }
+        let (route, operation) = match self.exchange.routing.load().policy.decide(method, path) {
+            Decision::Forward {
+                template,
+                operation,
+                ..
+            }
+            | Decision::RefuseServerRoute {
+                template,
+                operation,
+            } => (Some(template), Some(operation)),
+            _ => (None, None),
+        };
+        Some((self.exchange.tenant_of(query), route, operation))
+    }
 }
 
 /// The audit record and metrics of a websocket relayed by its own task
@@ -70,10 +71,10 @@ pub(super) async fn finish_socket(audit: Option<&Arc<AuditLog>>, ctx: &mut Reque
 }
 
 /// Tenant, route template and operation of a request without a decision.
-type LookedUp = (Option<Arc<Tenant>>, Option<String>, Option<String>);
+pub(super) type LookedUp = (Option<Arc<Tenant>>, Option<String>, Option<String>);
 
 /// Counts a finished request in the metrics and writes its audit record.
-async fn write_record(
+pub(super) async fn write_record(
     audit: Option<&Arc<AuditLog>>,
     method: &str,
     status: u16,
@@ -203,10 +204,10 @@ async fn write_record(
 /// The request's id: the client's `X-Request-Id` when it is a sane token
 /// (1-128 of `A-Z a-z 0-9 - _ . :`), else a new one (process-random prefix
 /// and a counter: unique, not secret).
-pub(super) fn request_id(req: &RequestHeader) -> String {
+pub(super) fn request_id(headers: &http::HeaderMap) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
-    if let Some(v) = req.headers.get("x-request-id") {
+    if let Some(v) = headers.get("x-request-id") {
         let b = v.as_bytes();
         if !b.is_empty()
             && b.len() <= 128
@@ -257,7 +258,7 @@ mod tests {
     #[test]
     fn generated_ids_are_32_hex_digits_with_a_process_prefix_and_a_counter() {
         let req = RequestHeader::build("GET", b"/", None).unwrap();
-        let (a, b) = (request_id(&req), request_id(&req));
+        let (a, b) = (request_id(&req.headers), request_id(&req.headers));
         for id in [&a, &b] {
             assert_eq!(id.len(), 32, "{id}");
             assert!(id
@@ -276,8 +277,8 @@ mod tests {
     fn a_valid_client_id_is_kept_and_an_invalid_one_replaced() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
         req.insert_header("x-request-id", "req-abc.1:2_x").unwrap();
-        assert_eq!(request_id(&req), "req-abc.1:2_x");
+        assert_eq!(request_id(&req.headers), "req-abc.1:2_x");
         req.insert_header("x-request-id", "bad id").unwrap();
-        assert_eq!(request_id(&req).len(), 32);
+        assert_eq!(request_id(&req.headers).len(), 32);
     }
 }

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::respond::{add_headers, respond};
 use super::upstream_headers::{self, Added};
-use super::{unix_now, GatewayProxy, RequestCtx};
+use super::{unix_now, Gateway, RequestCtx};
 use crate::refusal::Refusal;
 use crate::revocation::{CloseReason, KillSwitch};
 use crate::websocket;
@@ -41,7 +41,7 @@ const TO_STREAM_BUF: usize = 2048;
 /// After Stream's side ended, how long the client has to close its side.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-impl GatewayProxy {
+impl Gateway {
     /// Forwards an admitted `/connect` upgrade. Always answers the client
     /// (`Ok(true)`): Stream's 101 and then the relay task, Stream's other
     /// answer as it came, or a 502/504 in Stream's shape when Stream could

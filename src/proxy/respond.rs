@@ -107,6 +107,23 @@ pub(super) async fn respond_websocket(
     Ok(())
 }
 
+/// The rate-limit headers of a refusal, as Stream sends them: the limit,
+/// none left, and when (Unix seconds) a request will pass again.
+pub(super) fn rate_limit_headers(refusal: &Refusal) -> Vec<(&'static str, String)> {
+    let (limit, reset_at) = match refusal {
+        Refusal::QuotaExceeded { limit, reset_at } => (*limit, *reset_at),
+        Refusal::RateLimited(l) => (u64::from(l.limit), unix_now() + l.retry_after_secs),
+        _ => return Vec::new(),
+    };
+    let retry_after = reset_at.saturating_sub(unix_now()).max(1);
+    vec![
+        ("retry-after", retry_after.to_string()),
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", "0".to_string()),
+        ("x-ratelimit-reset", reset_at.to_string()),
+    ]
+}
+
 /// Writes a refusal in Stream's error shape.
 pub(super) async fn respond(
     session: &mut Session,
@@ -118,19 +135,8 @@ pub(super) async fn respond(
     add_headers(&mut resp, ctx, false)?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    let rate_limit = match refusal {
-        Refusal::QuotaExceeded { limit, reset_at } => Some((*limit, *reset_at)),
-        Refusal::RateLimited(l) => Some((u64::from(l.limit), unix_now() + l.retry_after_secs)),
-        _ => None,
-    };
-    if let Some((limit, reset_at)) = rate_limit {
-        // As Stream sends them: the limit, none left, and when (Unix
-        // seconds) a request will pass again.
-        let retry_after = reset_at.saturating_sub(unix_now()).max(1);
-        resp.insert_header("retry-after", retry_after.to_string())?;
-        resp.insert_header("x-ratelimit-limit", limit.to_string())?;
-        resp.insert_header("x-ratelimit-remaining", "0")?;
-        resp.insert_header("x-ratelimit-reset", reset_at.to_string())?;
+    for (name, value) in rate_limit_headers(refusal) {
+        resp.insert_header(name, value)?;
     }
     // A refused request's body was never read: do not reuse the connection
     // unless there was none, or the next request would start mid-body.

@@ -16,7 +16,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Client headers never forwarded: credentials (replaced by the exchange),
 /// forwarding headers (set by us from the socket, never trusted from the
 /// client) and method overrides (the policy classified the real method).
-const STRIPPED_HEADERS: [&str; 13] = [
+pub(super) const STRIPPED_HEADERS: [&str; 13] = [
     "authorization",
     "stream-auth-type",
     "cookie",

@@ -39,6 +39,8 @@ pub const HEAD_GRACE: Duration = Duration::from_secs(1);
 
 pub struct DrainingApp<A> {
     inner: Arc<A>,
+    /// The fast path (`proxy/fast.rs`), when `[server] fast_path` is on.
+    fast: Option<Arc<crate::proxy::Gateway>>,
     /// `[server] client_header_timeout`.
     header_timeout: Duration,
     /// Read no further than this looking for the end of the head: past it
@@ -47,9 +49,14 @@ pub struct DrainingApp<A> {
 }
 
 impl<A> DrainingApp<A> {
-    pub fn new(inner: A, client: &crate::config::ClientLimits) -> DrainingApp<A> {
+    pub fn new(
+        inner: A,
+        client: &crate::config::ClientLimits,
+        fast: Option<Arc<crate::proxy::Gateway>>,
+    ) -> DrainingApp<A> {
         DrainingApp {
             inner: Arc::new(inner),
+            fast,
             header_timeout: client.header_timeout,
             max_head: client.max_uri_bytes + client.max_header_bytes + 1024,
         }
@@ -101,7 +108,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for DrainingApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let stream = first_head(stream, self.header_timeout, self.max_head).await?;
+        let stream = match (&self.fast, stream.as_any().is::<TcpStream>()) {
+            (Some(gateway), true) => {
+                let tcp: Box<TcpStream> = stream.into_any().downcast().ok()?;
+                // Boxed: the future is deep (one allocation per connection).
+                Box::pin(crate::proxy::fast::serve(
+                    gateway,
+                    tcp,
+                    shutdown,
+                    self.max_head,
+                ))
+                .await?
+            }
+            _ => first_head(stream, self.header_timeout, self.max_head).await?,
+        };
         self.inner.process_new(stream, shutdown).await
     }
 

@@ -71,6 +71,7 @@ pub(super) fn server(
         client,
         tls,
         h2c: s.h2c,
+        fast_path: s.fast_path.unwrap_or(true),
     })
 }
 

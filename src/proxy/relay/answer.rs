@@ -10,7 +10,7 @@ use pingora::prelude::*;
 use pingora::protocols::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::proxy::GatewayProxy;
+use crate::proxy::Gateway;
 
 /// Largest upgrade answer head read from Stream.
 const MAX_HEAD: usize = 16 * 1024;
@@ -27,7 +27,7 @@ pub(super) struct Answer {
     chunked: bool,
 }
 
-impl GatewayProxy {
+impl Gateway {
     /// Connects to Stream, sends the rewritten upgrade, reads the answer's
     /// head.
     pub(super) async fn dial(&self, head: &RequestHeader) -> Result<Answer> {

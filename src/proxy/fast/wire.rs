@@ -1,0 +1,452 @@
+//! The HTTP/1.1 wire of the fast path: which client requests it takes
+//! (everything unusual is left to pingora), the upstream request head, the
+//! response head the client gets, and where a chunked body ends.
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::super::respond::ip_header;
+use super::super::upstream_headers::STRIPPED_HEADERS;
+use crate::config::ClientLimits;
+use crate::exchange::ForwardAuth;
+
+/// Header slots for parsing; a head with more fields goes to pingora (whose
+/// own checks answer `max_headers`).
+pub(super) const MAX_HEADERS: usize = 128;
+/// Largest response head read from the upstream.
+pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// A client request the fast path takes: HTTP/1.1, origin-form target, no
+/// body, no upgrade, no CORS, one `Host`.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub method: Method,
+    pub target: http::uri::PathAndQuery,
+    pub headers: HeaderMap,
+    /// The client asked to close after this request.
+    pub close: bool,
+    /// Length of the head in the read buffer.
+    pub len: usize,
+}
+
+#[derive(Debug)]
+pub(super) enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// A request the fast path serves.
+    Take(Head),
+    /// Anything else: pingora's proxy loop (and its checks) takes the
+    /// connection from this request on.
+    Leave,
+}
+
+/// Reads a request head from the front of `buf`.
+pub(super) fn parse(buf: &[u8], limits: &ClientLimits) -> Parsed {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Leave,
+    };
+    match take(&req, limits) {
+        Some((method, target, headers, close)) => Parsed::Take(Head {
+            method,
+            target,
+            headers,
+            close,
+            len,
+        }),
+        None => Parsed::Leave,
+    }
+}
+
+type Taken = (Method, http::uri::PathAndQuery, HeaderMap, bool);
+
+/// The fast path's eligibility rules; `None` leaves the request to pingora.
+fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken> {
+    if req.version != Some(1) {
+        return None;
+    }
+    let path = req.path?;
+    // The gateway's own 414/431 answers are pingora's path's (head_check.rs).
+    if !path.starts_with('/') || path.len() > limits.max_uri_bytes {
+        return None;
+    }
+    if req.headers.len() > limits.max_headers {
+        return None;
+    }
+    let bytes: usize = req
+        .headers
+        .iter()
+        .map(|h| h.name.len() + h.value.len() + 4)
+        .sum();
+    if bytes > limits.max_header_bytes {
+        return None;
+    }
+    let method = Method::from_bytes(req.method?.as_bytes()).ok()?;
+    if method == Method::CONNECT {
+        return None;
+    }
+    let target = http::uri::PathAndQuery::try_from(path).ok()?;
+    let (mut hosts, mut lengths, mut close) = (0, 0, false);
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        match name.as_str() {
+            // Bodies (chunked, or any length but 0), upgrades, 100-continue,
+            // CORS (preflights and origin checks) and hop-by-hop oddities.
+            "transfer-encoding" | "upgrade" | "expect" | "origin" | "te" | "trailer"
+            | "http2-settings" => return None,
+            "content-length" => {
+                lengths += 1;
+                if lengths > 1 || h.value.trim_ascii() != b"0" {
+                    return None;
+                }
+            }
+            "host" => hosts += 1,
+            "connection" => {
+                for token in h.value.split(|b| *b == b',') {
+                    match token.trim_ascii() {
+                        t if t.eq_ignore_ascii_case(b"close") => close = true,
+                        t if t.eq_ignore_ascii_case(b"keep-alive") || t.is_empty() => {}
+                        _ => return None,
+                    }
+                }
+            }
+            _ => {}
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    (hosts == 1).then_some((method, target, headers, close))
+}
+
+/// Request headers never copied upstream besides the stripped credentials:
+/// hop-by-hop fields and those the gateway sets itself.
+const NOT_COPIED: [&str; 5] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "x-request-id",
+];
+
+/// What the gateway adds to a forwarded request.
+pub(super) struct Added<'a> {
+    pub host: &'a HeaderValue,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub proto: &'a HeaderValue,
+    pub request_id: &'a str,
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The upstream request head: the same rewrite as pingora's path
+/// (`upstream_headers::rewrite`): client credentials, forwarding headers and
+/// method overrides out; the minted token, `Host`, `X-Forwarded-*` and the
+/// request id in.
+pub(super) fn upstream_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    path_and_query: &str,
+    headers: &HeaderMap,
+    auth: &ForwardAuth,
+    added: &Added<'_>,
+) {
+    out.clear();
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path_and_query.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        let n = name.as_str();
+        if STRIPPED_HEADERS.contains(&n) || NOT_COPIED.contains(&n) {
+            continue;
+        }
+        header(out, n.as_bytes(), value.as_bytes());
+    }
+    match auth {
+        ForwardAuth::User { token, .. } | ForwardAuth::Service { token, .. } => {
+            header(out, b"authorization", token.header.as_bytes());
+            header(out, b"stream-auth-type", b"jwt");
+        }
+        ForwardAuth::Anonymous => header(out, b"stream-auth-type", b"anonymous"),
+    }
+    header(out, b"host", added.host.as_bytes());
+    if let Some(ip) = added.client_ip {
+        header(out, b"x-forwarded-for", ip_header(ip).as_bytes());
+    }
+    header(out, b"x-forwarded-proto", added.proto.as_bytes());
+    header(out, b"x-request-id", added.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How a response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes: the client's connection closes too.
+    UntilClose,
+}
+
+/// An upstream response head, rewritten for the client.
+#[derive(Debug)]
+pub(super) struct Response {
+    pub status: u16,
+    pub framing: Framing,
+    /// The upstream connection may serve another request afterwards.
+    pub reusable: bool,
+    /// Length of the upstream head in the read buffer.
+    pub len: usize,
+}
+
+#[derive(Debug)]
+pub(super) enum ParsedResponse {
+    Partial,
+    /// An interim (1xx) head of this length, to skip.
+    Interim(usize),
+    Final(Response),
+    Invalid,
+}
+
+/// Reads the upstream's response head from the front of `buf` and writes
+/// the client's into `out`: Stream's status and headers, less hop-by-hop
+/// fields and Stream's request id, plus the gateway's request id (and
+/// `Connection: close` when the client's connection ends after it).
+pub(super) fn response(
+    buf: &[u8],
+    head_request: bool,
+    request_id: &str,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> ParsedResponse {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return ParsedResponse::Partial,
+        Err(_) => return ParsedResponse::Invalid,
+    };
+    let Some(status) = resp.code else {
+        return ParsedResponse::Invalid;
+    };
+    if (100..200).contains(&status) {
+        // 101 to a request that asked for no upgrade is a broken upstream.
+        return if status == 101 {
+            ParsedResponse::Invalid
+        } else {
+            ParsedResponse::Interim(len)
+        };
+    }
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut reusable = resp.version == Some(1);
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            else {
+                return ParsedResponse::Invalid;
+            };
+            if length.is_some_and(|l| l != n) {
+                return ParsedResponse::Invalid;
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // The last coding decides (RFC 9112 6.3): chunked, or read to
+            // the end of the connection.
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            if !chunked {
+                reusable = false;
+            }
+        } else if h.name.eq_ignore_ascii_case("connection")
+            && h.value
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            reusable = false;
+        }
+    }
+    let has_te = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let framing = if head_request || status == 204 || status == 304 {
+        Framing::None
+    } else if chunked {
+        Framing::Chunked
+    } else if has_te {
+        Framing::UntilClose
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    let reason = resp.reason.filter(|r| !r.is_empty());
+    let reason = reason.or_else(|| {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+    });
+    out.extend_from_slice(reason.unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers.iter() {
+        if [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "x-request-id",
+        ]
+        .iter()
+        .any(|n| h.name.eq_ignore_ascii_case(n))
+        {
+            continue;
+        }
+        // With both (RFC 9112 6.3), Transfer-Encoding frames the body.
+        if has_te && h.name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        header(out, h.name.as_bytes(), h.value);
+    }
+    header(out, b"x-request-id", request_id.as_bytes());
+    if close || framing == Framing::UntilClose {
+        header(out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    ParsedResponse::Final(Response {
+        status,
+        framing,
+        reusable,
+        len,
+    })
+}
+
+/// Follows a chunked body through the bytes relayed, to find where it ends
+/// (the upstream connection is reused only after a complete message) and
+/// how many payload bytes it carried.
+#[derive(Debug, Default)]
+pub(super) struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    /// Payload bytes seen (chunk data, not framing).
+    pub data: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    FinalLf,
+    Done,
+}
+
+impl Chunked {
+    /// Feeds the next relayed bytes: `Ok(Some(n))` when the body ended
+    /// after the first `n` of them, `Err` on a malformed body.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        let d = (b as char).to_digit(16).unwrap_or(0);
+                        self.digits += 1;
+                        if self.digits > 15 {
+                            return Err(());
+                        }
+                        self.size = self.size * 16 + u64::from(d);
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Extension,
+                    b'\r' if self.digits > 0 => self.state = SizeLf,
+                    _ => return Err(()),
+                },
+                Extension => {
+                    if b == b'\r' {
+                        self.state = SizeLf;
+                    }
+                }
+                SizeLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.digits = 0;
+                    self.state = if self.size == 0 { TrailerStart } else { Data };
+                }
+                Data => {
+                    let take =
+                        (bytes.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    self.size -= take as u64;
+                    self.data += take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                DataCr => {
+                    if b != b'\r' {
+                        return Err(());
+                    }
+                    self.state = DataLf;
+                }
+                DataLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Size;
+                }
+                TrailerStart => self.state = if b == b'\r' { FinalLf } else { TrailerLine },
+                TrailerLine => {
+                    if b == b'\r' {
+                        self.state = TrailerLf;
+                    }
+                }
+                TrailerLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = TrailerStart;
+                }
+                FinalLf => {
+                    if b != b'\n' {
+                        return Err(());
+                    }
+                    self.state = Done;
+                    return Ok(Some(i + 1));
+                }
+                Done => return Ok(Some(i)),
+            }
+            i += 1;
+        }
+        Ok((self.state == Done).then_some(bytes.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests;

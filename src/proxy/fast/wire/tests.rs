@@ -1,0 +1,282 @@
+use super::*;
+use crate::config::ClientLimits;
+
+fn parse_str(raw: &str) -> Parsed {
+    parse(raw.as_bytes(), &ClientLimits::default())
+}
+
+fn taken(raw: &str) -> Head {
+    match parse_str(raw) {
+        Parsed::Take(h) => h,
+        other => panic!("not taken: {other:?} for {raw:?}"),
+    }
+}
+
+fn left(raw: &str) -> bool {
+    matches!(parse_str(raw), Parsed::Leave)
+}
+
+#[test]
+fn a_plain_get_is_taken_with_its_length_and_headers() {
+    let raw = "GET /channels?api_key=k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\nNEXT";
+    let h = taken(raw);
+    assert_eq!(h.method, Method::GET);
+    assert_eq!(h.target.path(), "/channels");
+    assert_eq!(h.target.query(), Some("api_key=k"));
+    assert_eq!(h.headers.get("authorization").unwrap(), "Bearer t");
+    assert_eq!(h.len, raw.len() - "NEXT".len());
+    assert!(!h.close);
+    let h = taken("DELETE /x HTTP/1.1\r\nhost: x\r\nconnection: Keep-Alive, close\r\ncontent-length: 0\r\n\r\n");
+    assert!(h.close);
+}
+
+#[test]
+fn an_incomplete_head_is_partial() {
+    assert!(matches!(
+        parse_str("GET /x HTTP/1.1\r\nHost: x\r\n"),
+        Parsed::Partial
+    ));
+}
+
+#[test]
+fn everything_unusual_is_left_to_pingora() {
+    for raw in [
+        // HTTP/1.0, absolute form, asterisk, CONNECT
+        "GET /x HTTP/1.0\r\nHost: x\r\n\r\n",
+        "GET http://evil/x HTTP/1.1\r\nHost: x\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+        "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
+        // bodies and framing
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n",
+        // no Host, two Hosts
+        "GET /x HTTP/1.1\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        // upgrades, CORS, expectations, hop-by-hop tricks
+        "GET /connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nOrigin: https://app\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close, x-api-key\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
+        // obs-fold and malformed heads
+        "GET /x HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost x\r\n\r\n",
+        "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+        // the HTTP/2 preface
+        "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ] {
+        assert!(left(raw), "taken: {raw:?}");
+    }
+}
+
+#[test]
+fn heads_over_the_limits_are_left_to_pingora_refusals() {
+    let limits = ClientLimits {
+        max_uri_bytes: 16,
+        max_header_bytes: 64,
+        max_headers: 3,
+        ..ClientLimits::default()
+    };
+    let p = |raw: &str| matches!(parse(raw.as_bytes(), &limits), Parsed::Leave);
+    assert!(p("GET /0123456789abcdef HTTP/1.1\r\nHost: x\r\n\r\n"));
+    assert!(p(
+        "GET / HTTP/1.1\r\nHost: x\r\na: 1\r\nb: 2\r\nc: 3\r\n\r\n"
+    ));
+    assert!(p(&format!(
+        "GET / HTTP/1.1\r\nHost: x\r\na: {}\r\n\r\n",
+        "v".repeat(64)
+    )));
+    assert!(matches!(
+        parse(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &limits),
+        Parsed::Take(_)
+    ));
+}
+
+fn auth_user() -> ForwardAuth {
+    ForwardAuth::Anonymous
+}
+
+#[test]
+fn the_upstream_head_drops_credentials_and_hop_by_hop_fields_and_adds_ours() {
+    let h = taken(
+        "GET /channels?api_key=k HTTP/1.1\r\nHost: client\r\nAuthorization: s\r\nCookie: c=1\r\n\
+         X-Forwarded-For: 6.6.6.6\r\nX-HTTP-Method-Override: DELETE\r\nConnection: keep-alive\r\n\
+         X-Request-Id: theirs\r\nAccept-Encoding: gzip\r\nX-Stream-Client: js\r\n\r\n",
+    );
+    let mut out = Vec::new();
+    let host = HeaderValue::from_static("chat.example");
+    let proto = HeaderValue::from_static("http");
+    upstream_head(
+        &mut out,
+        &h.method,
+        "/channels?api_key=tenant",
+        &h.headers,
+        &auth_user(),
+        &Added {
+            host: &host,
+            client_ip: Some("127.0.0.1".parse().unwrap()),
+            proto: &proto,
+            request_id: "rid-1",
+        },
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with("GET /channels?api_key=tenant HTTP/1.1\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n"));
+    for gone in [
+        "host: client",
+        "authorization: s",
+        "cookie",
+        "6.6.6.6",
+        "method-override",
+        "connection",
+        "theirs",
+    ] {
+        assert!(
+            !text.to_ascii_lowercase().contains(gone),
+            "{gone} in {text}"
+        );
+    }
+    for kept in [
+        "accept-encoding: gzip\r\n",
+        "x-stream-client: js\r\n",
+        "stream-auth-type: anonymous\r\n",
+        "host: chat.example\r\n",
+        "x-forwarded-for: 127.0.0.1\r\n",
+        "x-forwarded-proto: http\r\n",
+        "x-request-id: rid-1\r\n",
+    ] {
+        assert!(text.contains(kept), "{kept:?} not in {text}");
+    }
+}
+
+fn final_response(raw: &str, head_request: bool, close: bool) -> (Response, String) {
+    let mut out = Vec::new();
+    match response(raw.as_bytes(), head_request, "rid", close, &mut out) {
+        ParsedResponse::Final(r) => (r, String::from_utf8(out).unwrap()),
+        other => panic!("{other:?} for {raw:?}"),
+    }
+}
+
+#[test]
+fn responses_are_framed_like_rfc_9112_says() {
+    let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-RateLimit-Limit: 10\r\nConnection: keep-alive\r\nX-Request-Id: stream\r\n\r\nhello";
+    let (r, head) = final_response(raw, false, false);
+    assert_eq!(
+        (r.status, r.framing, r.reusable),
+        (200, Framing::Length(5), true)
+    );
+    assert_eq!(r.len, raw.len() - "hello".len());
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+    assert!(head.contains("X-RateLimit-Limit: 10\r\n") && head.contains("x-request-id: rid\r\n"));
+    assert!(
+        !head.contains("stream") && !head.contains("keep-alive"),
+        "{head}"
+    );
+
+    let (r, _) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::Chunked);
+    let (r, head) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::Chunked);
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+    let (r, head) = final_response("HTTP/1.1 200 OK\r\n\r\n", false, false);
+    assert_eq!((r.framing, r.reusable), (Framing::UntilClose, false));
+    assert!(head.contains("connection: close\r\n"));
+    let (r, _) = final_response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::UntilClose);
+    let (r, _) = final_response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true, false);
+    assert_eq!(r.framing, Framing::None);
+    let (r, _) = final_response(
+        "HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+        false,
+        false,
+    );
+    assert_eq!(r.framing, Framing::None);
+    let (r, _) = final_response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n",
+        false,
+        false,
+    );
+    assert!(!r.reusable);
+    let (r, _) = final_response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false, false);
+    assert!(!r.reusable);
+    let (_, head) = final_response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n", false, true);
+    assert!(head.contains("connection: close\r\n"));
+}
+
+#[test]
+fn interim_broken_and_conflicting_answers() {
+    let mut out = Vec::new();
+    assert!(matches!(
+        response(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
+            false,
+            "r",
+            false,
+            &mut out
+        ),
+        ParsedResponse::Interim(25)
+    ));
+    for raw in [
+        "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "garbage\r\n\r\n",
+    ] {
+        assert!(
+            matches!(
+                response(raw.as_bytes(), false, "r", false, &mut out),
+                ParsedResponse::Invalid
+            ),
+            "{raw:?}"
+        );
+    }
+}
+
+#[test]
+fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
+    let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+    let mut c = Chunked::default();
+    assert_eq!(c.feed(body), Ok(Some(body.len() - 4)));
+    assert_eq!(c.data, 9);
+    // The same body a byte at a time.
+    let mut c = Chunked::default();
+    let mut end = None;
+    for (i, b) in body.iter().enumerate() {
+        if let Some(n) = c.feed(std::slice::from_ref(b)).unwrap() {
+            end = Some(i + n);
+            break;
+        }
+    }
+    assert_eq!(end, Some(body.len() - 4));
+    assert_eq!(Chunked::default().feed(b"0\r\n\r\n"), Ok(Some(5)));
+    assert_eq!(Chunked::default().feed(b"4\r\nWi"), Ok(None));
+    for bad in [
+        &b"zz\r\n"[..],
+        b"\r\n",
+        b"4\r\nWikiX",
+        b"4\nWiki",
+        b"ffffffffffffffff1\r\n",
+    ] {
+        assert_eq!(Chunked::default().feed(bad), Err(()), "{bad:?}");
+    }
+}
