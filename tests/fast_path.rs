@@ -1,11 +1,12 @@
-//! The fast path (`src/proxy/fast.rs`): plain HTTP/1.1 requests without a
-//! body served by the gateway's own loop. Counted in
+//! The fast path (`src/proxy/fast.rs`): plain HTTP/1.1 requests (no body,
+//! or a `Content-Length` body of at most 64 KiB) served by the gateway's
+//! own loop. Counted in
 //! `stream_gateway_fast_path_requests_total`, so each test checks which
 //! path served what. The rest of the suite (refusals, normalisation,
 //! audit, limits, faults...) runs its GETs through this path too.
 //!
 //! Here: a keep-alive connection handed to pingora at its first request
-//! with a body; pipelined requests; `fast_path = false`; a slow second head
+//! with a chunked body; pipelined requests; `fast_path = false`; a slow second head
 //! cut at `client_header_timeout`; and, against a raw upstream, chunked and
 //! close-delimited answers, upstream keep-alive reuse, a pooled connection
 //! that died, and an answer cut short.
@@ -134,7 +135,7 @@ fn get_head(token: &str, id: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_connection_goes_to_pingora_at_its_first_request_with_a_body() {
+async fn a_keep_alive_connection_goes_to_pingora_at_its_first_chunked_request() {
     let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
     let gw = Gateway::start(&gateway_config(&fake.url(), "", ""));
     let alice = session_for("alice");
@@ -145,38 +146,47 @@ async fn a_keep_alive_connection_goes_to_pingora_at_its_first_request_with_a_bod
     assert_eq!((r.status, r.header("x-request-id")), (200, Some("one")));
     assert_eq!(fast_count(&gw).await, 1.0);
 
-    let body = r#"{"message":{"text":"hi"}}"#;
-    s.write_all(
+    // A small JSON body with a Content-Length: still the fast path's.
+    let post = |body: &str, framing: &str| {
         format!(
             "POST /channels/messaging/general/message?api_key={API_KEY} HTTP/1.1\r\nHost: gw\r\n\
-             Authorization: {alice}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
+             Authorization: {alice}\r\nContent-Type: application/json\r\n{framing}\r\n{body}"
         )
-        .as_bytes(),
-    )
-    .unwrap();
+    };
+    let body = r#"{"message":{"text":"hi"}}"#;
+    let length = format!("Content-Length: {}\r\n", body.len());
+    s.write_all(post(body, &length).as_bytes()).unwrap();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(fast_count(&gw).await, 2.0);
+    // A chunked body: pingora's.
+    let body = r#"{"message":{"text":"chunked"}}"#;
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    s.write_all(post(&chunked, "Transfer-Encoding: chunked\r\n").as_bytes())
+        .unwrap();
     let r = read_response(&mut s, &mut buf);
     assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
     // The same connection, now pingora's: a GET is served there too.
-    s.write_all(get_head(&alice, "three").as_bytes()).unwrap();
+    s.write_all(get_head(&alice, "four").as_bytes()).unwrap();
     let r = read_response(&mut s, &mut buf);
-    assert_eq!((r.status, r.header("x-request-id")), (200, Some("three")));
+    assert_eq!((r.status, r.header("x-request-id")), (200, Some("four")));
     assert_eq!(
         fast_count(&gw).await,
-        1.0,
-        "only the first request was the fast path's"
+        2.0,
+        "the fast path served the first two requests only"
     );
 
-    // Stream got all three, each with the minted token for alice (the fake
+    // Stream got all four, each with the minted token for alice (the fake
     // checks it as Stream does) and never the session.
-    let got = fake.wait_for_requests(3, Duration::from_secs(5));
-    assert_eq!(got.len(), 3);
+    let got = fake.wait_for_requests(4, Duration::from_secs(5));
+    assert_eq!(got.len(), 4);
     for r in &got {
         assert_eq!(r.user_id(), Some("alice"));
         assert_eq!(r.header("stream-auth-type"), Some("jwt"));
         assert_ne!(r.header("authorization"), Some(alice.as_str()));
     }
     assert_eq!(got[1].body_json()["message"]["text"], "hi");
+    assert_eq!(got[2].body_json()["message"]["text"], "chunked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -398,3 +398,36 @@ async fn a_session_that_expires_after_being_used_gets_code_40() {
         "the expired request was not forwarded"
     );
 }
+
+/// Regression (found in session 5, over TLS in tests/tls.rs): the gateway
+/// refused an upload before reading its body and closed the connection with
+/// the body unread; the socket then reset, and a client still writing got
+/// "broken pipe" instead of the refusal. An expired session uploading a
+/// large body must get its 401 code 40 (the SDK refreshes on it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_gets_its_refusal_not_a_reset() {
+    let (fake, gw) = setup("", "");
+    let expired = hs_token(
+        "HS256",
+        SESSION_SECRET,
+        json!({"sub": "alice", "iat": now() - 120, "exp": now() - 60}),
+    );
+    // 16 MiB: more than the socket buffers hold, and over the fast path's
+    // 64 KiB, so pingora's path refuses it from the head alone.
+    let body = vec![b' '; 16 << 20];
+    for i in 0..10 {
+        let resp = client()
+            .post(format!(
+                "{}/channels/messaging/general/message?api_key={API_KEY}",
+                gw.url()
+            ))
+            .header("authorization", &expired)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("upload {i}: no answer, {e:?}"));
+        assert_gateway_refusal(resp, 401, 40).await;
+    }
+    assert_upstream_untouched(&fake);
+}

@@ -34,17 +34,13 @@ impl Gateway {
         if !self.check_body_head(forward, method.as_str(), content_length, empty, ctx)? {
             return Ok(());
         }
-        let routing = self.exchange.routing.load();
-        let bp = &routing.body;
-        let Some(rules) = bp.fields.rules(method.as_str(), &forward.template) else {
-            return Ok(());
-        };
+        let max_inspected = self.exchange.routing.load().body.max_inspected;
         session.enable_retry_buffering();
         let mut buf = bytes::BytesMut::new();
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    if buf.len() + chunk.len() > bp.max_inspected {
+                    if buf.len() + chunk.len() > max_inspected {
                         return Err(Refusal::PayloadTooLarge);
                     }
                     buf.extend_from_slice(&chunk);
@@ -55,13 +51,31 @@ impl Gateway {
         }
         ctx.bytes_in = buf.len() as u64;
         ctx.read_ahead = true;
-        if ctx.bytes_in > bp.max_body_bytes {
+        self.inspect_body(&buf, method.as_str(), &forward.template, ctx)
+    }
+
+    /// The server-only fields of a JSON body read whole (pingora's path
+    /// reads it ahead; the fast path has it before deciding): refused, or
+    /// stripped into `ctx.replacement_body`, per `[policy]`.
+    pub(super) fn inspect_body(
+        &self,
+        buf: &[u8],
+        method: &str,
+        template: &str,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), Refusal> {
+        let routing = self.exchange.routing.load();
+        let bp = &routing.body;
+        if buf.len() as u64 > bp.max_body_bytes || buf.len() > bp.max_inspected {
             return Err(Refusal::PayloadTooLarge);
         }
         if buf.is_empty() {
             return Ok(());
         }
-        let mut doc: serde_json::Value = serde_json::from_slice(&buf)
+        let Some(rules) = bp.fields.rules(method, template) else {
+            return Ok(());
+        };
+        let mut doc: serde_json::Value = serde_json::from_slice(buf)
             .map_err(|_| Refusal::BadRequest("the request body is not valid JSON"))?;
         match bp.server_only {
             ServerOnlyMode::Refuse => match body::find(&doc, rules, Location::Body) {

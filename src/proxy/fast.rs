@@ -1,4 +1,5 @@
-//! The fast path: plain HTTP/1.1 REST requests without a body, served by
+//! The fast path: plain HTTP/1.1 REST requests (no body, or a
+//! `Content-Length` body of at most 64 KiB, read whole first), served by
 //! the gateway's own loop on the client connection instead of pingora's
 //! proxy loop, which alone costs about what a whole jwt-minting haproxy
 //! costs per request (benches/README.md).
@@ -7,10 +8,11 @@
 //! ([`Exchange::decide_traced`](crate::exchange::Exchange::decide_traced),
 //! `admit`, `check_body_head`), the upstream head is the same rewrite
 //! (`wire::upstream_head`), refusals have the same shape, the audit record
-//! and metrics are written by the same `write_record`. What the fast path
-//! takes is narrow (`wire::take`): HTTP/1.1, an origin-form target, one
-//! `Host`, no body (`Content-Length: 0` at most), no upgrade, no `Origin`
-//! (CORS), no `Expect`/`TE`/`Trailer`, within the head limits. The first
+//! and metrics are written by the same `write_record`; a body's server-only
+//! fields by the same `inspect_body`. What the fast path takes is narrow
+//! (`wire::take`): HTTP/1.1, an origin-form target, one `Host`, at most one
+//! plain `Content-Length` of at most 64 KiB (no chunked body), no upgrade,
+//! no `Origin` (CORS), no `Expect`/`TE`/`Trailer`, within the head limits. The first
 //! request that is anything else, and everything after it on that
 //! connection, goes to pingora unchanged (the bytes read are put back), so
 //! hostile or unusual input meets pingora's parser and the checks it always
@@ -105,9 +107,21 @@ pub(crate) async fn serve(
                 }
             }
         };
+        // The body (at most wire::MAX_BODY), whole, each read within
+        // `client_body_timeout` as on pingora's path; a client that stops
+        // sending it is disconnected and nothing is forwarded.
+        let end = head.len + head.body_len;
+        while buf.len() < end {
+            let read = tokio::time::timeout(gw.client.body_timeout, tcp.read_buf(&mut buf));
+            match read.await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
         let stopping = *shutdown.borrow();
-        let keep = handle(gw, &mut tcp, &head, client_ip, &mut scratch, stopping).await;
-        buf.advance(head.len);
+        let body = &buf[head.len..end];
+        let keep = handle(gw, &mut tcp, &head, body, client_ip, &mut scratch, stopping).await;
+        buf.advance(end);
         if !keep {
             let _ = tcp.shutdown().await;
             return None;
@@ -163,6 +177,7 @@ async fn handle(
     gw: &Gateway,
     tcp: &mut TcpStream,
     head: &wire::Head,
+    body: &[u8],
     client_ip: Option<std::net::IpAddr>,
     s: &mut Scratch,
     stopping: bool,
@@ -172,6 +187,7 @@ async fn handle(
         started: Some(Instant::now()),
         request_id: request_id(&head.headers),
         client_ip,
+        bytes_in: body.len() as u64,
         ..RequestCtx::default()
     };
     if let Some(audit) = &gw.audit {
@@ -194,14 +210,13 @@ async fn handle(
             ctx.service = forward.service().cloned();
             let mut admitted = gw.admit(&forward, method, client_ip, &mut ctx).await;
             if admitted.is_ok() {
-                // No body on this path: at most `Content-Length: 0`.
-                let length = head
-                    .headers
-                    .contains_key(http::header::CONTENT_LENGTH)
-                    .then_some(0);
+                let length = head.has_length.then_some(body.len() as u64);
                 admitted = gw
-                    .check_body_head(&mut forward, method, length, true, &mut ctx)
-                    .map(|_| ());
+                    .check_body_head(&mut forward, method, length, body.is_empty(), &mut ctx)
+                    .and_then(|inspect| match inspect {
+                        true => gw.inspect_body(body, method, &forward.template, &mut ctx),
+                        false => Ok(()),
+                    });
             }
             ctx.forward = Some(forward);
             admitted
@@ -214,7 +229,7 @@ async fn handle(
             ctx.refusal = Some(refusal);
             (status, sent && !close)
         }
-        Ok(()) => proxy(gw, tcp, head, &mut ctx, close, s).await,
+        Ok(()) => proxy(gw, tcp, head, body, &mut ctx, close, s).await,
     };
     let looked_up = gw.looked_up(method, path, query, &ctx);
     write_record(gw.audit.as_ref(), method, status, looked_up, None, &mut ctx).await;
@@ -278,6 +293,7 @@ async fn proxy(
     gw: &Gateway,
     tcp: &mut TcpStream,
     head: &wire::Head,
+    body: &[u8],
     ctx: &mut RequestCtx,
     close: bool,
     s: &mut Scratch,
@@ -300,8 +316,13 @@ async fn proxy(
             client_ip: ctx.client_ip,
             proto: &gw.forwarded_proto,
             request_id: &ctx.request_id,
+            content_length: ctx.replacement_body.as_ref().map(|b| b.len()),
         },
     );
+    // The body follows the head in the same write (and is sent again if a
+    // pooled connection has to be replaced).
+    s.out
+        .extend_from_slice(ctx.replacement_body.as_deref().unwrap_or(body));
     let started = Instant::now();
     ctx.upstream_started = Some(started);
     let peer = gw.upstream.peer(false);

@@ -13,6 +13,10 @@ use crate::cors;
 use crate::refusal::Refusal;
 use crate::websocket;
 
+/// How long a refused HTTP/1.1 request's unread body is drained before the
+/// connection closes.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// `X-Request-Id`, and the CORS headers for an allowed origin, on any answer
 /// the gateway writes or relays.
 fn add_common_headers(
@@ -140,10 +144,19 @@ pub(super) async fn respond(
     }
     // A refused request's body was never read: do not reuse the connection
     // unless there was none, or the next request would start mid-body.
-    if !session.is_body_empty() {
+    let unread = !session.is_body_empty();
+    if unread {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
+    if unread && !session.as_downstream().is_http2() {
+        // Lingering close: read and drop what the client is still sending,
+        // for a moment, before the connection closes. Closed with unread
+        // bytes, the socket answers them with a reset, and a client still
+        // uploading gets "broken pipe" instead of this refusal (an SDK
+        // uploading with an expired token would never see its code 40).
+        let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
+    }
     Ok(())
 }

@@ -14,9 +14,13 @@ use crate::exchange::ForwardAuth;
 pub(super) const MAX_HEADERS: usize = 128;
 /// Largest response head read from the upstream.
 pub(super) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Largest request body the fast path takes (read whole before the request
+/// is forwarded); a larger one goes to pingora, which streams it.
+pub const MAX_BODY: usize = 64 * 1024;
 
-/// A client request the fast path takes: HTTP/1.1, origin-form target, no
-/// body, no upgrade, no CORS, one `Host`.
+/// A client request the fast path takes: HTTP/1.1, origin-form target, a
+/// body of at most [`MAX_BODY`] bytes framed by `Content-Length`, no upgrade,
+/// no CORS, one `Host`.
 #[derive(Debug)]
 pub(super) struct Head {
     pub method: Method,
@@ -26,6 +30,10 @@ pub(super) struct Head {
     pub close: bool,
     /// Length of the head in the read buffer.
     pub len: usize,
+    /// `Content-Length` (0 without one).
+    pub body_len: usize,
+    /// The request has a `Content-Length` field.
+    pub has_length: bool,
 }
 
 #[derive(Debug)]
@@ -49,18 +57,26 @@ pub(super) fn parse(buf: &[u8], limits: &ClientLimits) -> Parsed {
         Err(_) => return Parsed::Leave,
     };
     match take(&req, limits) {
-        Some((method, target, headers, close)) => Parsed::Take(Head {
-            method,
-            target,
-            headers,
-            close,
+        Some(t) => Parsed::Take(Head {
+            method: t.method,
+            target: t.target,
+            headers: t.headers,
+            close: t.close,
             len,
+            body_len: t.body_len.unwrap_or(0),
+            has_length: t.body_len.is_some(),
         }),
         None => Parsed::Leave,
     }
 }
 
-type Taken = (Method, http::uri::PathAndQuery, HeaderMap, bool);
+struct Taken {
+    method: Method,
+    target: http::uri::PathAndQuery,
+    headers: HeaderMap,
+    close: bool,
+    body_len: Option<usize>,
+}
 
 /// The fast path's eligibility rules; `None` leaves the request to pingora.
 fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken> {
@@ -88,20 +104,31 @@ fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken>
         return None;
     }
     let target = http::uri::PathAndQuery::try_from(path).ok()?;
-    let (mut hosts, mut lengths, mut close) = (0, 0, false);
+    let (mut hosts, mut close) = (0, false);
+    let mut body_len: Option<usize> = None;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         match name.as_str() {
-            // Bodies (chunked, or any length but 0), upgrades, 100-continue,
-            // CORS (preflights and origin checks) and hop-by-hop oddities.
+            // Chunked bodies, upgrades, 100-continue, CORS (preflights and
+            // origin checks) and hop-by-hop oddities.
             "transfer-encoding" | "upgrade" | "expect" | "origin" | "te" | "trailer"
             | "http2-settings" => return None,
+            // One Content-Length, plain digits, at most MAX_BODY.
             "content-length" => {
-                lengths += 1;
-                if lengths > 1 || h.value.trim_ascii() != b"0" {
+                let v = h.value.trim_ascii();
+                if body_len.is_some()
+                    || v.is_empty()
+                    || v.len() > 6
+                    || !v.iter().all(u8::is_ascii_digit)
+                {
                     return None;
                 }
+                let n: usize = std::str::from_utf8(v).ok()?.parse().ok()?;
+                if n > MAX_BODY {
+                    return None;
+                }
+                body_len = Some(n);
             }
             "host" => hosts += 1,
             "connection" => {
@@ -117,7 +144,13 @@ fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken>
         }
         headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
     }
-    (hosts == 1).then_some((method, target, headers, close))
+    (hosts == 1).then_some(Taken {
+        method,
+        target,
+        headers,
+        close,
+        body_len,
+    })
 }
 
 /// Request headers never copied upstream besides the stripped credentials:
@@ -136,6 +169,9 @@ pub(super) struct Added<'a> {
     pub client_ip: Option<std::net::IpAddr>,
     pub proto: &'a HeaderValue,
     pub request_id: &'a str,
+    /// The length of a body the gateway replaced (server-only fields
+    /// stripped): the client's Content-Length is replaced by it.
+    pub content_length: Option<usize>,
 }
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -164,7 +200,10 @@ pub(super) fn upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
         let n = name.as_str();
-        if STRIPPED_HEADERS.contains(&n) || NOT_COPIED.contains(&n) {
+        if STRIPPED_HEADERS.contains(&n)
+            || NOT_COPIED.contains(&n)
+            || (n == "content-length" && added.content_length.is_some())
+        {
             continue;
         }
         header(out, n.as_bytes(), value.as_bytes());
@@ -182,6 +221,9 @@ pub(super) fn upstream_head(
     }
     header(out, b"x-forwarded-proto", added.proto.as_bytes());
     header(out, b"x-request-id", added.request_id.as_bytes());
+    if let Some(len) = added.content_length {
+        header(out, b"content-length", len.to_string().as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 

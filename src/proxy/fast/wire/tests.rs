@@ -26,8 +26,12 @@ fn a_plain_get_is_taken_with_its_length_and_headers() {
     assert_eq!(h.headers.get("authorization").unwrap(), "Bearer t");
     assert_eq!(h.len, raw.len() - "NEXT".len());
     assert!(!h.close);
+    assert_eq!((h.body_len, h.has_length), (0, false));
     let h = taken("DELETE /x HTTP/1.1\r\nhost: x\r\nconnection: Keep-Alive, close\r\ncontent-length: 0\r\n\r\n");
     assert!(h.close);
+    assert_eq!((h.body_len, h.has_length), (0, true));
+    let h = taken("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n{}");
+    assert_eq!((h.body_len, h.has_length), (65536, true));
 }
 
 #[test]
@@ -47,7 +51,10 @@ fn everything_unusual_is_left_to_pingora() {
         "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
         "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
         // bodies and framing
-        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n{}",
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n{}",
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n{}",
+        "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2, 2\r\n\r\n{}",
         "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n",
@@ -119,6 +126,7 @@ fn the_upstream_head_drops_credentials_and_hop_by_hop_fields_and_adds_ours() {
             client_ip: Some("127.0.0.1".parse().unwrap()),
             proto: &proto,
             request_id: "rid-1",
+            content_length: None,
         },
     );
     let text = String::from_utf8(out).unwrap();
