@@ -448,3 +448,60 @@ async fn an_answer_cut_short_closes_the_client_connection() {
         "closed promptly"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_and_origins_are_handled_on_the_fast_path() {
+    const APP: &str = "https://chat.example.com";
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let gw = Gateway::start(&gateway_config(
+        &fake.url(),
+        &format!("allowed_origins = [\"{APP}\"]"),
+        "",
+    ));
+    let alice = session_for("alice");
+    let mut s = connect(&gw);
+    let mut buf = Vec::new();
+    // A preflight: answered by the gateway, never forwarded.
+    s.write_all(
+        format!(
+            "OPTIONS /channels/messaging/general/message?api_key={API_KEY} HTTP/1.1\r\nHost: gw\r\n\
+             Origin: {APP}\r\nAccess-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: authorization, content-type\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert!(r.header("access-control-allow-methods").is_some());
+    // A request from the allowed origin: forwarded, the answer carries CORS.
+    let with_origin = |origin: &str, id: &str| {
+        format!(
+            "GET /app?api_key={API_KEY} HTTP/1.1\r\nHost: gw\r\nAuthorization: {alice}\r\n\
+             Origin: {origin}\r\nX-Request-Id: {id}\r\n\r\n"
+        )
+    };
+    s.write_all(with_origin(APP, "two").as_bytes()).unwrap();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("x-request-id"), Some("two"));
+    // Another origin: refused (403 code 17 in Stream's shape), not forwarded.
+    s.write_all(with_origin("https://evil.example", "three").as_bytes())
+        .unwrap();
+    let r = read_response(&mut s, &mut buf);
+    assert_eq!(r.status, 403);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["StatusCode"], 403);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(fast_count(&gw).await, 3.0, "all three on the fast path");
+    let forwarded = fake.wait_for_requests(1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(forwarded.len(), 1);
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "only the allowed GET reached Stream"
+    );
+}

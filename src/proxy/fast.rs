@@ -12,7 +12,8 @@
 //! fields by the same `inspect_body`. What the fast path takes is narrow
 //! (`wire::take`): HTTP/1.1, an origin-form target, one `Host`, at most one
 //! plain `Content-Length` of at most 64 KiB (no chunked body), no upgrade,
-//! no `Origin` (CORS), no `Expect`/`TE`/`Trailer`, within the head limits. The first
+//! no `Expect`/`TE`/`Trailer`, within the head limits. CORS (origin check,
+//! preflights, the response headers) is done as on pingora's path. The first
 //! request that is anything else, and everything after it on that
 //! connection, goes to pingora unchanged (the bytes read are put back), so
 //! hostile or unusual input meets pingora's parser and the checks it always
@@ -36,7 +37,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::record::{request_id, write_record};
 use super::respond::rate_limit_headers;
 use super::{unix_now, Gateway, RequestCtx};
+use crate::cors::{self, Cors};
 use crate::refusal::Refusal;
+use http::HeaderValue;
 
 mod wire;
 use wire::{Framing, Parsed, ParsedResponse};
@@ -197,10 +200,35 @@ async fn handle(
     let close = head.close || stopping;
     let method = head.method.as_str();
     let (path, query) = (head.target.path(), head.target.query());
-    let decision = gw
-        .exchange
-        .decide_traced(method, path, query, &head.headers, false, unix_now())
-        .await;
+    // CORS first, as on pingora's path: an origin the tenant does not list
+    // is refused before anything else; an allowed preflight is answered.
+    let mut origin_refused = false;
+    if head.headers.contains_key(http::header::ORIGIN) {
+        let tenant = gw.exchange.tenant_of(query);
+        match cors::check(tenant.as_deref(), &head.headers) {
+            Cors::Refused => origin_refused = true,
+            Cors::Allowed {
+                origin,
+                credentials,
+            } => ctx.cors = Some((origin, credentials)),
+            Cors::Off => {}
+        }
+        if ctx.cors.is_some() && cors::is_preflight(&head.method, &head.headers) {
+            ctx.preflight = true;
+            let keep = preflight(tcp, &mut ctx, close, s, gw).await && !close;
+            let looked_up = gw.looked_up(method, path, query, &ctx);
+            write_record(gw.audit.as_ref(), method, 204, looked_up, None, &mut ctx).await;
+            return keep;
+        }
+    }
+    let decision = match origin_refused {
+        true => Err(Refusal::OriginNotAllowed.into()),
+        false => {
+            gw.exchange
+                .decide_traced(method, path, query, &head.headers, false, unix_now())
+                .await
+        }
+    };
     let admitted = match decision {
         Err(refused) => {
             ctx.service = refused.service;
@@ -249,6 +277,36 @@ async fn write_client(tcp: &mut TcpStream, bytes: &[u8], gw: &Gateway) -> bool {
     )
 }
 
+/// `X-Request-Id` and, for an allowed origin, the CORS headers: on every
+/// answer, as `respond.rs` adds them on pingora's path.
+fn common_headers(ctx: &RequestCtx) -> Vec<(&'static str, HeaderValue)> {
+    let mut list = Vec::with_capacity(1);
+    if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
+        list.push(("x-request-id", id));
+    }
+    if let Some((origin, credentials)) = &ctx.cors {
+        list.extend(cors::headers(origin, *credentials, ctx.preflight));
+    }
+    list
+}
+
+/// An allowed CORS preflight: 204, not forwarded.
+async fn preflight(
+    tcp: &mut TcpStream,
+    ctx: &mut RequestCtx,
+    close: bool,
+    s: &mut Scratch,
+    gw: &Gateway,
+) -> bool {
+    let out = &mut s.out;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+    wire::headers(out, &common_headers(ctx));
+    out.extend_from_slice(b"content-length: 0\r\n");
+    wire::end_head(out, close);
+    write_client(tcp, out, gw).await
+}
+
 /// A refusal in Stream's error shape, with the same headers as pingora's
 /// path (`respond.rs`).
 async fn refuse(
@@ -269,19 +327,17 @@ async fn refuse(
     let out = &mut s.out;
     out.clear();
     // Writing to a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {status} {reason}\r\n");
+    wire::headers(out, &common_headers(ctx));
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nx-request-id: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
-        ctx.request_id,
+        "content-type: application/json\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in rate_limit_headers(refusal) {
         let _ = write!(out, "{name}: {value}\r\n");
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    wire::end_head(out, close);
     out.extend_from_slice(&body);
     ctx.bytes_out = body.len() as u64;
     write_client(tcp, out, gw).await
@@ -327,7 +383,8 @@ async fn proxy(
     ctx.upstream_started = Some(started);
     let peer = gw.upstream.peer(false);
     let head_request = head.method == http::Method::HEAD;
-    let (mut up, resp) = match send(gw, &peer, s, head_request, &ctx.request_id, close).await {
+    let common = common_headers(ctx);
+    let (mut up, resp) = match send(gw, &peer, s, head_request, &common, close).await {
         Ok(answer) => answer,
         Err((refusal, why)) => {
             // Method and path, never the query (session tokens travel there).
@@ -434,7 +491,7 @@ async fn send(
     peer: &HttpPeer,
     s: &mut Scratch,
     head_request: bool,
-    request_id: &str,
+    common: &[(&'static str, HeaderValue)],
     close: bool,
 ) -> Result<(pingora::protocols::Stream, wire::Response), Failed> {
     let settings = &gw.upstream.settings;
@@ -485,7 +542,7 @@ async fn send(
                 Err(_) => return Err((Refusal::UpstreamTimeout, "reading the answer".into())),
             }
             loop {
-                match wire::response(&s.resp, head_request, request_id, close, &mut s.out) {
+                match wire::response(&s.resp, head_request, common, close, &mut s.out) {
                     ParsedResponse::Final(resp) => {
                         s.resp.advance(resp.len);
                         return Ok((up, resp));

@@ -110,10 +110,10 @@ fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken>
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
         match name.as_str() {
-            // Chunked bodies, upgrades, 100-continue, CORS (preflights and
-            // origin checks) and hop-by-hop oddities.
-            "transfer-encoding" | "upgrade" | "expect" | "origin" | "te" | "trailer"
-            | "http2-settings" => return None,
+            // Chunked bodies, upgrades, 100-continue and hop-by-hop oddities.
+            "transfer-encoding" | "upgrade" | "expect" | "te" | "trailer" | "http2-settings" => {
+                return None
+            }
             // One Content-Length, plain digits, at most MAX_BODY.
             "content-length" => {
                 let v = h.value.trim_ascii();
@@ -257,14 +257,35 @@ pub(super) enum ParsedResponse {
     Invalid,
 }
 
+/// The end of a response head the gateway writes, as pingora's HTTP/1.1
+/// server ends its own: `Date`, `Connection`.
+pub(super) fn end_head(out: &mut Vec<u8>, close: bool) {
+    header(
+        out,
+        b"date",
+        pingora::protocols::http::date::get_cached_date().as_bytes(),
+    );
+    let connection: &[u8] = if close { b"close" } else { b"keep-alive" };
+    header(out, b"connection", connection);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `name: value` lines.
+pub(super) fn headers(out: &mut Vec<u8>, list: &[(&'static str, HeaderValue)]) {
+    for (name, value) in list {
+        header(out, name.as_bytes(), value.as_bytes());
+    }
+}
+
 /// Reads the upstream's response head from the front of `buf` and writes
 /// the client's into `out`: Stream's status and headers, less hop-by-hop
-/// fields and Stream's request id, plus the gateway's request id (and
-/// `Connection: close` when the client's connection ends after it).
+/// fields, plus the gateway's `common` headers (request id, CORS: they
+/// replace Stream's of the same name, but `Vary` adds to Stream's), `Date`
+/// and `Connection` (as pingora's path does).
 pub(super) fn response(
     buf: &[u8],
     head_request: bool,
-    request_id: &str,
+    common: &[(&'static str, HeaderValue)],
     close: bool,
     out: &mut Vec<u8>,
 ) -> ParsedResponse {
@@ -348,28 +369,20 @@ pub(super) fn response(
     out.extend_from_slice(reason.unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
     for h in resp.headers.iter() {
-        if [
-            "connection",
-            "keep-alive",
-            "proxy-connection",
-            "x-request-id",
-        ]
-        .iter()
-        .any(|n| h.name.eq_ignore_ascii_case(n))
-        {
-            continue;
-        }
+        let dropped = ["connection", "keep-alive", "proxy-connection", "date"]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+            || common
+                .iter()
+                .any(|(n, _)| *n != "vary" && h.name.eq_ignore_ascii_case(n));
         // With both (RFC 9112 6.3), Transfer-Encoding frames the body.
-        if has_te && h.name.eq_ignore_ascii_case("content-length") {
+        if dropped || (has_te && h.name.eq_ignore_ascii_case("content-length")) {
             continue;
         }
         header(out, h.name.as_bytes(), h.value);
     }
-    header(out, b"x-request-id", request_id.as_bytes());
-    if close || framing == Framing::UntilClose {
-        header(out, b"connection", b"close");
-    }
-    out.extend_from_slice(b"\r\n");
+    headers(out, common);
+    end_head(out, close || framing == Framing::UntilClose);
     ParsedResponse::Final(Response {
         status,
         framing,

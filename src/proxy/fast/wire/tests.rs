@@ -61,9 +61,8 @@ fn everything_unusual_is_left_to_pingora() {
         // no Host, two Hosts
         "GET /x HTTP/1.1\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        // upgrades, CORS, expectations, hop-by-hop tricks
+        // upgrades, expectations, hop-by-hop tricks
         "GET /connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
-        "GET /x HTTP/1.1\r\nHost: x\r\nOrigin: https://app\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close, x-api-key\r\n\r\n",
         "GET /x HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n",
@@ -162,9 +161,20 @@ fn the_upstream_head_drops_credentials_and_hop_by_hop_fields_and_adds_ours() {
     }
 }
 
+fn common() -> Vec<(&'static str, HeaderValue)> {
+    vec![
+        ("x-request-id", HeaderValue::from_static("rid")),
+        (
+            "access-control-allow-origin",
+            HeaderValue::from_static("https://app"),
+        ),
+        ("vary", HeaderValue::from_static("Origin")),
+    ]
+}
+
 fn final_response(raw: &str, head_request: bool, close: bool) -> (Response, String) {
     let mut out = Vec::new();
-    match response(raw.as_bytes(), head_request, "rid", close, &mut out) {
+    match response(raw.as_bytes(), head_request, &common(), close, &mut out) {
         ParsedResponse::Final(r) => (r, String::from_utf8(out).unwrap()),
         other => panic!("{other:?} for {raw:?}"),
     }
@@ -172,7 +182,9 @@ fn final_response(raw: &str, head_request: bool, close: bool) -> (Response, Stri
 
 #[test]
 fn responses_are_framed_like_rfc_9112_says() {
-    let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-RateLimit-Limit: 10\r\nConnection: keep-alive\r\nX-Request-Id: stream\r\n\r\nhello";
+    let raw = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-RateLimit-Limit: 10\r\nConnection: keep-alive\r\n\
+               X-Request-Id: stream\r\nDate: long ago\r\nVary: Accept-Encoding\r\n\
+               Access-Control-Allow-Origin: *\r\n\r\nhello";
     let (r, head) = final_response(raw, false, false);
     assert_eq!(
         (r.status, r.framing, r.reusable),
@@ -180,11 +192,25 @@ fn responses_are_framed_like_rfc_9112_says() {
     );
     assert_eq!(r.len, raw.len() - "hello".len());
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
-    assert!(head.contains("X-RateLimit-Limit: 10\r\n") && head.contains("x-request-id: rid\r\n"));
-    assert!(
-        !head.contains("stream") && !head.contains("keep-alive"),
-        "{head}"
-    );
+    for kept in [
+        "X-RateLimit-Limit: 10\r\n",
+        "Vary: Accept-Encoding\r\n",
+        "x-request-id: rid\r\n",
+        "access-control-allow-origin: https://app\r\n",
+        "vary: Origin\r\n",
+        "\r\ndate: ",
+    ] {
+        assert!(head.contains(kept), "{kept:?} not in {head}");
+    }
+    for gone in [
+        "stream",
+        "long ago",
+        "Allow-Origin: *",
+        "Connection: keep-alive",
+    ] {
+        assert!(!head.contains(gone), "{gone:?} in {head}");
+    }
+    assert!(head.ends_with("connection: keep-alive\r\n\r\n"), "{head}");
 
     let (r, _) = final_response(
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
@@ -238,7 +264,7 @@ fn interim_broken_and_conflicting_answers() {
         response(
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n",
             false,
-            "r",
+            &common(),
             false,
             &mut out
         ),
@@ -252,7 +278,7 @@ fn interim_broken_and_conflicting_answers() {
     ] {
         assert!(
             matches!(
-                response(raw.as_bytes(), false, "r", false, &mut out),
+                response(raw.as_bytes(), false, &common(), false, &mut out),
                 ParsedResponse::Invalid
             ),
             "{raw:?}"
