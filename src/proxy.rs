@@ -58,6 +58,8 @@ pub struct Gateway {
     /// Dials Stream for websockets (`relay.rs`): same TLS settings as
     /// pingora's own upstream connector, never pooled.
     pub connector: pingora::connectors::TransportConnector,
+    /// Idle upstream connections of the fast path (`fast/pool.rs`).
+    pub fast_pool: fast::Pool,
 }
 
 /// The pingora `ProxyHttp` face of a [`Gateway`] (pingora takes its proxy by

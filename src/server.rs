@@ -265,6 +265,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         connector: pingora::connectors::TransportConnector::new(Some(
             pingora::connectors::ConnectorOptions::from_server_conf(&server.configuration),
         )),
+        fast_pool: Default::default(),
         forwarded_proto: http::HeaderValue::from_static(if listener_tls.is_some() {
             "https"
         } else {

@@ -19,10 +19,10 @@
 //! hostile or unusual input meets pingora's parser and the checks it always
 //! met. Only plain-TCP listeners have a fast path.
 //!
-//! Upstream connections come from, and go back to, pingora's connection
-//! pool of the gateway's own connector (same TLS settings); one that fails
-//! before any byte of the answer after being reused is retried once on a
-//! new connection, as pingora does.
+//! Upstream connections are dialled by the gateway's own pingora connector
+//! (same TLS settings) and kept in the fast path's own pool (`pool.rs`);
+//! one that fails before any byte of the answer after being reused is
+//! replaced by a new connection, once, as pingora does.
 
 use std::time::{Duration, Instant};
 
@@ -31,7 +31,7 @@ use pingora::prelude::*;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::GetSocketDigest;
 use pingora::server::ShutdownWatch;
-use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::record::{request_id, write_record};
@@ -41,7 +41,9 @@ use crate::cors::{self, Cors};
 use crate::refusal::Refusal;
 use http::HeaderValue;
 
+mod pool;
 mod wire;
+pub use pool::Pool;
 use wire::{Framing, Parsed, ParsedResponse};
 
 /// How long an idle keep-alive connection waits for its next request
@@ -381,10 +383,11 @@ async fn proxy(
         .extend_from_slice(ctx.replacement_body.as_deref().unwrap_or(body));
     let started = Instant::now();
     ctx.upstream_started = Some(started);
+    let addr = gw.upstream.address();
     let peer = gw.upstream.peer(false);
     let head_request = head.method == http::Method::HEAD;
     let common = common_headers(ctx);
-    let (mut up, resp) = match send(gw, &peer, s, head_request, &common, close).await {
+    let (mut up, resp) = match send(gw, &peer, addr, s, head_request, &common, close).await {
         Ok(answer) => answer,
         Err((refusal, why)) => {
             // Method and path, never the query (session tokens travel there).
@@ -475,8 +478,8 @@ async fn proxy(
         }
     }
     if done && resp.reusable && s.resp.is_empty() {
-        gw.connector
-            .release_stream(up, peer.reuse_hash(), Some(settings.idle_timeout));
+        gw.fast_pool
+            .put(up, addr, settings.idle_timeout, Instant::now());
     }
     (resp.status, keep)
 }
@@ -489,6 +492,7 @@ type Failed = (Refusal, String);
 async fn send(
     gw: &Gateway,
     peer: &HttpPeer,
+    addr: std::net::SocketAddr,
     s: &mut Scratch,
     head_request: bool,
     common: &[(&'static str, HeaderValue)],
@@ -505,10 +509,15 @@ async fn send(
     };
     let mut pooled = true;
     'attempt: loop {
-        let (mut up, reused) = if pooled {
-            gw.connector.get_stream(peer).await.map_err(failed)?
-        } else {
-            (gw.connector.new_stream(peer).await.map_err(failed)?, false)
+        let idle = pooled
+            .then(|| {
+                gw.fast_pool
+                    .get(addr, settings.idle_timeout, Instant::now())
+            })
+            .flatten();
+        let (mut up, reused) = match idle {
+            Some(up) => (up, true),
+            None => (gw.connector.new_stream(peer).await.map_err(failed)?, false),
         };
         if reused {
             m.upstream_connections_reused.inc();
