@@ -17,7 +17,6 @@ use pingora::upstreams::peer::HttpPeer;
 use crate::audit::{self, AuditLog};
 use crate::connections::fleet::{FleetCaps, FleetPlace};
 use crate::connections::ConnectionGuard;
-use crate::cors::{self, Cors};
 use crate::exchange::{Exchange, Forward};
 use crate::quota::SharedQuotas;
 use crate::refusal::Refusal;
@@ -33,6 +32,7 @@ mod record;
 mod relay;
 mod respond;
 mod upstream_headers;
+use admit::CorsStep;
 use record::{request_id, OpenSocketGauge};
 use respond::{add_headers, is_websocket_upgrade, respond, respond_preflight};
 
@@ -153,28 +153,19 @@ impl ProxyHttp for GatewayProxy {
         // Each read of a request body waits at most this long (pingora's
         // default is 60 s).
         session.set_read_timeout(Some(self.client.body_timeout));
-        // CORS first: an origin the tenant does not list is refused before
-        // anything else (requests, preflights and websocket upgrades alike).
+        // CORS first (requests, preflights and websocket upgrades alike).
         let req = session.req_header();
-        if req.headers.contains_key(http::header::ORIGIN) {
-            let tenant = self.exchange.tenant_of(req.uri.query());
-            match cors::check(tenant.as_deref(), &req.headers) {
-                Cors::Refused => {
-                    return self
-                        .refuse(session, ctx, Refusal::OriginNotAllowed, websocket)
-                        .await
-                }
-                Cors::Allowed {
-                    origin,
-                    credentials,
-                } => ctx.cors = Some((origin, credentials)),
-                Cors::Off => {}
+        match self.cors_step(&req.method, req.uri.query(), &req.headers, ctx) {
+            CorsStep::Refuse => {
+                return self
+                    .refuse(session, ctx, Refusal::OriginNotAllowed, websocket)
+                    .await
             }
-            if ctx.cors.is_some() && cors::is_preflight(&req.method, &req.headers) {
-                ctx.preflight = true;
+            CorsStep::Preflight => {
                 respond_preflight(session, ctx).await?;
                 return Ok(true);
             }
+            CorsStep::Continue => {}
         }
         let client_ip = session
             .client_addr()

@@ -7,12 +7,52 @@ use pingora::proxy::Session;
 use super::record::OpenSocketGauge;
 use super::respond::{respond, respond_websocket};
 use super::{unix_now, Gateway, RequestCtx};
+use crate::cors::{self, Cors};
 use crate::exchange::Forward;
 use crate::limits::RequestKind;
 use crate::quota::{QuotaError, Who};
 use crate::refusal::Refusal;
 
+/// What CORS says about a request, before anything else looks at it.
+pub(super) enum CorsStep {
+    Continue,
+    /// An origin the tenant does not list.
+    Refuse,
+    /// An allowed preflight: the gateway answers it (204).
+    Preflight,
+}
+
 impl Gateway {
+    /// CORS first (pingora's path and the fast path alike): an origin the
+    /// tenant does not list is refused before anything else; an allowed
+    /// origin's headers go in `ctx` for the answer; an allowed preflight is
+    /// answered by the gateway, never forwarded.
+    pub(super) fn cors_step(
+        &self,
+        method: &http::Method,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> CorsStep {
+        if !headers.contains_key(http::header::ORIGIN) {
+            return CorsStep::Continue;
+        }
+        let tenant = self.exchange.tenant_of(query);
+        match cors::check(tenant.as_deref(), headers) {
+            Cors::Refused => return CorsStep::Refuse,
+            Cors::Allowed {
+                origin,
+                credentials,
+            } => ctx.cors = Some((origin, credentials)),
+            Cors::Off => {}
+        }
+        if ctx.cors.is_some() && cors::is_preflight(method, headers) {
+            ctx.preflight = true;
+            return CorsStep::Preflight;
+        }
+        CorsStep::Continue
+    }
+
     /// After the exchange: the local rate limits, then the shared quota (a
     /// request refused locally never costs a Redis call), then (sockets
     /// only) a place under the connection caps (this process's first, then,

@@ -37,7 +37,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::record::{request_id, write_record};
 use super::respond::rate_limit_headers;
 use super::{unix_now, Gateway, RequestCtx};
-use crate::cors::{self, Cors};
+use super::admit::CorsStep;
+use crate::cors;
 use crate::refusal::Refusal;
 use http::HeaderValue;
 
@@ -202,30 +203,17 @@ async fn handle(
     let close = head.close || stopping;
     let method = head.method.as_str();
     let (path, query) = (head.target.path(), head.target.query());
-    // CORS first, as on pingora's path: an origin the tenant does not list
-    // is refused before anything else; an allowed preflight is answered.
-    let mut origin_refused = false;
-    if head.headers.contains_key(http::header::ORIGIN) {
-        let tenant = gw.exchange.tenant_of(query);
-        match cors::check(tenant.as_deref(), &head.headers) {
-            Cors::Refused => origin_refused = true,
-            Cors::Allowed {
-                origin,
-                credentials,
-            } => ctx.cors = Some((origin, credentials)),
-            Cors::Off => {}
-        }
-        if ctx.cors.is_some() && cors::is_preflight(&head.method, &head.headers) {
-            ctx.preflight = true;
-            let keep = preflight(tcp, &mut ctx, close, s, gw).await && !close;
-            let looked_up = gw.looked_up(method, path, query, &ctx);
-            write_record(gw.audit.as_ref(), method, 204, looked_up, None, &mut ctx).await;
-            return keep;
-        }
+    // CORS first, as on pingora's path.
+    let cors_step = gw.cors_step(&head.method, query, &head.headers, &mut ctx);
+    if let CorsStep::Preflight = cors_step {
+        let keep = preflight(tcp, &mut ctx, close, s, gw).await && !close;
+        let looked_up = gw.looked_up(method, path, query, &ctx);
+        write_record(gw.audit.as_ref(), method, 204, looked_up, None, &mut ctx).await;
+        return keep;
     }
-    let decision = match origin_refused {
-        true => Err(Refusal::OriginNotAllowed.into()),
-        false => {
+    let decision = match cors_step {
+        CorsStep::Refuse => Err(Refusal::OriginNotAllowed.into()),
+        _ => {
             gw.exchange
                 .decide_traced(method, path, query, &head.headers, false, unix_now())
                 .await

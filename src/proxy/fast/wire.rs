@@ -5,6 +5,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::super::respond::ip_header;
+pub(super) use super::super::upstream_headers::Added;
 use super::super::upstream_headers::STRIPPED_HEADERS;
 use crate::config::ClientLimits;
 use crate::exchange::ForwardAuth;
@@ -162,17 +163,6 @@ const NOT_COPIED: [&str; 5] = [
     "proxy-connection",
     "x-request-id",
 ];
-
-/// What the gateway adds to a forwarded request.
-pub(super) struct Added<'a> {
-    pub host: &'a HeaderValue,
-    pub client_ip: Option<std::net::IpAddr>,
-    pub proto: &'a HeaderValue,
-    pub request_id: &'a str,
-    /// The length of a body the gateway replaced (server-only fields
-    /// stripped): the client's Content-Length is replaced by it.
-    pub content_length: Option<usize>,
-}
 
 fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
