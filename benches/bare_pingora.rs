@@ -1,5 +1,6 @@
 //! A pingora proxy with no gateway logic at all, built with the gateway's own
-//! settings (pingora 0.9, rustls, one thread, no-steal runtime, mimalloc):
+//! settings (pingora 0.9, rustls, one thread, no-steal runtime, the same
+//! allocator: the system's, mimalloc with `--features mimalloc`):
 //! the floor the gateway is compared against in `benches/README.md`.
 //!
 //! `cargo run --release --example bare-pingora -- LISTEN UPSTREAM`, e.g.
@@ -11,6 +12,7 @@ use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 use std::net::SocketAddr;
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,19 +1,36 @@
 //! Memory of the keyed rate limiters with 1,000,000 distinct users, before
 //! and after pruning (`cargo run --release --example limits-memory`).
-//! Uses the gateway's allocator (mimalloc) and real clock; reads VmRSS.
+//! Uses the gateway's allocator (the system's; mimalloc with `--features
+//! mimalloc`) and real clock; reads VmRSS.
 //!
 //! As in the gateway, the keys are inserted by a long-lived "worker" thread
-//! and pruned by another thread (the pruner service), which then asks
-//! mimalloc to return freed memory (`mi_collect`, what the binary registers
-//! with `limits::on_prune`). `NO_COLLECT=1` skips that call, for comparison.
+//! and pruned by another thread (the pruner service), which then (mimalloc
+//! build) asks mimalloc to return freed memory (`mi_collect`, what the
+//! binary registers with `limits::on_prune`). `NO_COLLECT=1` skips that
+//! call, for comparison.
 
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use stream_gateway::limits::{LocalLimits, Rate, RequestKind};
 
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// What the gateway registers with `limits::on_prune`.
+fn release_free_memory() {
+    #[cfg(feature = "mimalloc")]
+    // SAFETY: mi_collect takes no pointers and may be called from any thread.
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc).
+    unsafe {
+        libc::malloc_trim(0)
+    };
+}
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -59,8 +76,7 @@ fn main() {
         std::thread::sleep(Duration::from_secs(3));
         limits.prune();
         if collect {
-            // SAFETY: mi_collect takes no pointers and may be called from any thread.
-            unsafe { libmimalloc_sys::mi_collect(true) };
+            release_free_memory();
         }
         std::thread::sleep(Duration::from_secs(1));
         println!(

@@ -10,17 +10,24 @@ use stream_gateway::config;
 use stream_gateway::policy::{Policy, UnknownRoutes};
 use stream_gateway::server::{self, RunFlags};
 
-#[cfg(not(feature = "system-alloc"))]
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// After the limiters drop idle keys, give the freed pages back to the OS
-/// (mimalloc keeps them mapped otherwise: ~95 MiB stayed after pruning a
-/// million users, ~9 MiB with this; `benches/README.md`).
-#[cfg(not(feature = "system-alloc"))]
+/// (the allocator keeps them otherwise: after pruning a million users ~95 MiB
+/// stayed with mimalloc, 33–66 MiB with glibc; `benches/README.md`).
 fn release_free_memory() {
+    #[cfg(feature = "mimalloc")]
     // SAFETY: mi_collect takes no pointers and may be called from any thread.
-    unsafe { libmimalloc_sys::mi_collect(true) }
+    unsafe {
+        libmimalloc_sys::mi_collect(true)
+    };
+    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc).
+    unsafe {
+        libc::malloc_trim(0)
+    };
 }
 
 #[derive(Parser)]
@@ -88,7 +95,6 @@ struct RevokeArgs {
 }
 
 fn main() -> ExitCode {
-    #[cfg(not(feature = "system-alloc"))]
     stream_gateway::limits::on_prune(release_free_memory);
     let cli = Cli::parse();
     match cli.command {

@@ -34,10 +34,10 @@ use pingora::server::ShutdownWatch;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::admit::CorsStep;
 use super::record::{request_id, write_record};
 use super::respond::rate_limit_headers;
 use super::{unix_now, Gateway, RequestCtx};
-use super::admit::CorsStep;
 use crate::cors;
 use crate::refusal::Refusal;
 use http::HeaderValue;

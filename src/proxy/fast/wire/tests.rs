@@ -314,3 +314,83 @@ fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
         assert_eq!(Chunked::default().feed(bad), Err(()), "{bad:?}");
     }
 }
+
+/// A cheap stand-in for a fuzz target until one exists: 20,000 mutations of
+/// request heads (bytes flipped, inserted, deleted; pieces spliced) through
+/// `parse`. It must never panic, and whatever it takes must keep the rules:
+/// a complete head within the buffer, HTTP/1.1, origin form, one Host, no
+/// Transfer-Encoding/Upgrade/Expect, a body of at most MAX_BODY.
+#[test]
+fn mutated_heads_never_break_the_rules_of_what_is_taken() {
+    let seeds: [&[u8]; 4] = [
+        b"GET /channels?api_key=k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n",
+        b"POST /channels/m/g/message?api_key=k HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}",
+        b"GET /connect HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+    ];
+    let pieces: [&[u8]; 10] = [
+        b"\r\n",
+        b"Host: y\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Content-Length: 70000\r\n",
+        b"Content-Length: 1\r\n",
+        b" ",
+        b"\t",
+        b"Connection: close, upgrade\r\n",
+        b"HTTP/1.0",
+        b"\x00",
+    ];
+    let limits = ClientLimits::default();
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    let mut taken = 0;
+    for _ in 0..20_000 {
+        let mut buf = seeds[next(seeds.len())].to_vec();
+        for _ in 0..1 + next(4) {
+            let at = next(buf.len() + 1);
+            match next(4) {
+                0 if at < buf.len() => buf[at] = next(256) as u8,
+                1 if at < buf.len() => {
+                    buf.remove(at);
+                }
+                2 => buf.insert(at, next(256) as u8),
+                _ => {
+                    let p = pieces[next(pieces.len())];
+                    buf.splice(at..at, p.iter().copied());
+                }
+            }
+        }
+        if let Parsed::Take(h) = parse(&buf, &limits) {
+            taken += 1;
+            let text = String::from_utf8_lossy(&buf[..h.len]).to_ascii_lowercase();
+            // (httparse, like pingora's parser, also ends lines at a bare LF.)
+            assert!(
+                h.len <= buf.len() && (text.ends_with("\n\r\n") || text.ends_with("\n\n")),
+                "{text:?}"
+            );
+            let request_line = text
+                .trim_start_matches(['\r', '\n'])
+                .split('\n')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches('\r');
+            assert!(request_line.ends_with(" http/1.1"), "{text:?}");
+            assert!(h.target.as_str().starts_with('/'), "{text:?}");
+            assert!(h.body_len <= MAX_BODY);
+            assert_eq!(h.headers.get_all("host").iter().count(), 1, "{text:?}");
+            for name in ["transfer-encoding", "upgrade", "expect", "te"] {
+                assert!(!h.headers.contains_key(name), "{name} in {text:?}");
+            }
+            assert!(h.headers.get_all("content-length").iter().count() <= 1);
+        }
+    }
+    assert!(
+        taken > 1_000,
+        "the mutations left too few valid heads: {taken}"
+    );
+}
