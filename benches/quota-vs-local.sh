@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Throughput with local limits only vs with the shared Redis quota (exact, one
-# script per request) vs the leased quota (`lease = 100`), in one run (issue 4's
+# Throughput with local limits only vs with the shared Redis quota (exact: one
+# script per batch of concurrent requests) vs the leased quota (`lease = 100`), in one run (issue 4's
 # "Redis quotas cost under 10 %"). Alternates the three gateway configs
-# three times against the peer harness's nginx stand-in upstream (:9001) and a
+# REPS (3) times against the peer harness's nginx stand-in upstream (:9001) and a
 # redis-server of its own (:6391), wrk -t1 -c64 -d10s; loopback only; stops what
 # it started, by PID. Needs wrk, nginx-light, redis-server and a release build.
 #   cargo build --release --bin stream-gateway && benches/quota-vs-local.sh
@@ -26,7 +26,7 @@ TOKEN=$(python3 $SHARED/make_token.py --secret $BENCH_APP_SECRET --user bench-us
 wait_port() { for i in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.1; done; }
 run() { wrk -t1 -c64 -d10s --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100/channels/messaging/general?api_key=bench-key" | awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} /Non-2xx/ {n=$NF} END {print r, p, "non2xx=" (n==""?0:n)}'; }
 wait_port 6391
-for rep in 1 2 3; do
+for rep in $(seq "${REPS:-3}"); do
   for mode in local redis lease; do
     RUST_LOG=warn $ROOT/target/release/stream-gateway --config $WORK/gw-$mode.toml > gw-$mode.log 2>&1 & GW=$!; wait_port 9100
     wrk -t1 -c64 -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100/channels/messaging/general?api_key=bench-key" >/dev/null

@@ -7,12 +7,16 @@
 //! bound: a refused request is not counted). Keys use a `{tenant}` hash tag,
 //! so both counters of a tenant live in one Redis Cluster slot.
 //!
-//! By default that is one Redis round trip per request (with a timeout). With
+//! By default every request is counted exactly, but requests that find a
+//! call on the same counters in flight wait for it and are then counted
+//! together in one call ([`batch`]): one Redis round trip per batch, with
+//! the outcome of counting them one by one (with a timeout). With
 //! `lease = N` (N > 1) each instance instead takes blocks of up to N requests
 //! of the tenant-wide counters at a time (see [`lease`]): one round trip per
 //! N requests, still never more than the quota fleet-wide, at the price of
 //! refusing early by at most `instances × (N − 1)` requests per window.
-//! Per-user counters stay exact (one round trip per signed-in request).
+//! Per-user counters stay exact (batched only with the same user's
+//! requests).
 //! A service account's requests count against the tenant's counters like
 //! anyone's, never against a user's; a service may also have its own minute
 //! and day windows (its share of the tenant quota), counted exactly like a
@@ -24,8 +28,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+mod batch;
 mod lease;
 
+use batch::{Batches, Counters};
 use lease::Leases;
 
 use crate::redis_conn::Redis;
@@ -118,21 +124,6 @@ pub enum QuotaError {
     Unavailable,
 }
 
-/// KEYS[i] is a counter, ARGV[2i-1] its limit (0: none) and ARGV[2i] its
-/// TTL. Returns 0 and counts the request in every counter, or the 1-based
-/// index of the first counter that is full (and counts nothing).
-const SCRIPT: &str = r#"
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i - 1])
-  if limit > 0 and tonumber(redis.call('GET', KEYS[i]) or '0') >= limit then return i end
-end
-for i = 1, #KEYS do
-  redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
-end
-return 0
-"#;
-
 pub struct SharedQuotas {
     redis: Arc<Redis>,
     script: redis::Script,
@@ -142,17 +133,20 @@ pub struct SharedQuotas {
     down: AtomicBool,
     /// Blocks of quota leased by this instance, per tenant (`lease > 1`).
     leases: Leases,
+    /// Exact counts waiting for a call on the same counters.
+    batches: Batches,
 }
 
 impl SharedQuotas {
     pub fn new(redis: Arc<Redis>, on_error: OnRedisError) -> SharedQuotas {
         SharedQuotas {
             redis,
-            script: redis::Script::new(SCRIPT),
+            script: redis::Script::new(batch::SCRIPT),
             lease_script: redis::Script::new(lease::SCRIPT),
             on_error,
             down: AtomicBool::new(false),
             leases: Leases::default(),
+            batches: Batches::default(),
         }
     }
 
@@ -264,26 +258,37 @@ impl SharedQuotas {
     ) -> Result<i64, String> {
         let (minute, day) = (now / 60, now / 86_400);
         // Every key carries the {tenant} hash tag: one Cluster slot per tenant.
-        let mut inv = self.script.prepare_invoke();
+        let mut counters = Counters {
+            keys: Vec::with_capacity(4),
+            args: Vec::with_capacity(8),
+        };
         if tenant_counters {
-            inv.key(lease::minute_key(tenant, minute))
-                .arg(quota.per_minute.unwrap_or(0))
-                .arg(120)
-                .key(lease::day_key(tenant, day))
-                .arg(quota.per_day.unwrap_or(0))
-                .arg(2 * 86_400);
+            counters.keys.push(lease::minute_key(tenant, minute));
+            counters.keys.push(lease::day_key(tenant, day));
+            counters.args.extend([
+                quota.per_minute.unwrap_or(0),
+                120,
+                quota.per_day.unwrap_or(0),
+                2 * 86_400,
+            ]);
         }
         if let Some((kind, id, per_minute, per_day)) = own.map(|w| w.counters(&quota)) {
-            inv.key(format!("sg:quota:{{{tenant}}}:{kind}:{id}:m:{minute}"))
-                .arg(per_minute.unwrap_or(0))
-                .arg(120)
-                .key(format!("sg:quota:{{{tenant}}}:{kind}:{id}:d:{day}"))
-                .arg(per_day.unwrap_or(0))
-                .arg(2 * 86_400);
+            counters
+                .keys
+                .push(format!("sg:quota:{{{tenant}}}:{kind}:{id}:m:{minute}"));
+            counters
+                .keys
+                .push(format!("sg:quota:{{{tenant}}}:{kind}:{id}:d:{day}"));
+            counters.args.extend([
+                per_minute.unwrap_or(0),
+                120,
+                per_day.unwrap_or(0),
+                2 * 86_400,
+            ]);
         }
-        let code: i64 = self
-            .redis
-            .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+        let code = self
+            .batches
+            .count(&self.redis, &self.script, counters)
             .await?;
         // Without the tenant's two counters, the own ones are numbered 1 and 2.
         Ok(if tenant_counters || code == 0 {

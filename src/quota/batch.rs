@@ -1,0 +1,166 @@
+//! Exact counting, coalesced: requests that would run the exact script on
+//! the same counters while a call for those counters is already in flight
+//! wait for it, then go to Redis together in one call that counts as many of
+//! them as fit (`SCRIPT`, with the batch's size). One Redis round trip per
+//! batch instead of one per request, and the same outcome as running the
+//! requests one after another: the first `grant` of the batch pass and are
+//! counted, the others are refused on the counter that filled up, and no
+//! counter ever goes over its limit.
+//!
+//! A request waits for at most the call in flight and then its own batch's
+//! call, each bounded by `redis.timeout`. The first waiter leads the next
+//! batch; a leader dropped mid-call (its request cancelled) fails its batch
+//! with an error (then `on_redis_error` applies) and hands the lead on.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::oneshot;
+
+use crate::redis_conn::Redis;
+
+/// KEYS[i] is a counter, ARGV[2i-1] its limit (0: none) and ARGV[2i] its
+/// TTL; the last ARGV is how many requests want counting. Returns {grant,
+/// full}: grant requests counted in every counter (the most that fit), and
+/// when fewer than wanted, the 1-based index of the counter that filled up
+/// first (the lowest such index on a tie), as one-by-one counting would.
+pub(super) const SCRIPT: &str = r#"
+local want = tonumber(ARGV[#ARGV])
+local grant, full = want, 0
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 1])
+  if limit > 0 then
+    local room = limit - tonumber(redis.call('GET', KEYS[i]) or '0')
+    if room < grant then
+      if room < 0 then room = 0 end
+      grant = room
+      full = i
+    end
+  end
+end
+if grant > 0 then
+  for i = 1, #KEYS do
+    redis.call('INCRBY', KEYS[i], grant)
+    redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+  end
+end
+return {grant, full}
+"#;
+
+/// One exact count: the counters and, per counter, its limit and TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Counters {
+    pub keys: Vec<String>,
+    pub args: Vec<u64>,
+}
+
+/// What a request gets: 0 (counted) or the full counter's index, as the
+/// one-request script answered; or why Redis did not answer.
+type Outcome = Result<i64, String>;
+
+enum Turn {
+    Done(Outcome),
+    /// The call in flight is over: lead the next batch.
+    Lead,
+}
+
+/// Requests waiting per set of counters whose call is in flight; an entry
+/// exists while a call for its counters is.
+type Waiting = HashMap<Counters, Vec<oneshot::Sender<Turn>>, ahash::RandomState>;
+
+#[derive(Default)]
+pub(super) struct Batches {
+    waiting: Mutex<Waiting>,
+}
+
+impl Batches {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
+        // A poisoned lock only means a panic elsewhere; the map stays valid.
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts one request on `counters`, in a batch with the requests that
+    /// queue up for the same counters meanwhile.
+    pub(super) async fn count(
+        &self,
+        redis: &Redis,
+        script: &redis::Script,
+        counters: Counters,
+    ) -> Outcome {
+        let wait = {
+            let mut map = self.lock();
+            match map.get_mut(&counters) {
+                Some(queue) => {
+                    let (tx, rx) = oneshot::channel();
+                    queue.push(tx);
+                    Some(rx)
+                }
+                None => {
+                    map.insert(counters.clone(), Vec::new());
+                    None
+                }
+            }
+        };
+        if let Some(rx) = wait {
+            match rx.await {
+                Ok(Turn::Done(outcome)) => return outcome,
+                Ok(Turn::Lead) => {}
+                Err(_) => return Err("quota batch lost its leader".into()),
+            }
+        }
+        let mut lead = Lead {
+            batches: self,
+            followers: std::mem::take(self.lock().get_mut(&counters).unwrap_or(&mut Vec::new())),
+            counters,
+        };
+        let want = lead.followers.len() as u64 + 1;
+        let mut inv = script.prepare_invoke();
+        for key in &lead.counters.keys {
+            inv.key(key);
+        }
+        for arg in &lead.counters.args {
+            inv.arg(*arg);
+        }
+        inv.arg(want);
+        let answer: Result<(i64, i64), String> = redis
+            .call(|mut conn| async move { inv.invoke_async(&mut conn).await })
+            .await;
+        // Slot 0 is the leader, then the followers in arrival order.
+        let outcome = |slot: i64| match &answer {
+            Ok((grant, _)) if slot < *grant => Ok(0),
+            Ok((_, full)) => Ok((*full).max(1)),
+            Err(why) => Err(why.clone()),
+        };
+        for (slot, tx) in std::mem::take(&mut lead.followers).into_iter().enumerate() {
+            let _ = tx.send(Turn::Done(outcome(slot as i64 + 1)));
+        }
+        outcome(0)
+    }
+}
+
+/// The leader of a batch: on drop, answers the followers it has not
+/// answered (an error) and hands the lead to the first waiter.
+struct Lead<'a> {
+    batches: &'a Batches,
+    counters: Counters,
+    followers: Vec<oneshot::Sender<Turn>>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        for tx in self.followers.drain(..) {
+            let _ = tx.send(Turn::Done(Err("quota batch cancelled".into())));
+        }
+        let mut map = self.batches.lock();
+        let Some(queue) = map.get_mut(&self.counters) else {
+            return;
+        };
+        // A waiter whose request is gone cannot lead: the next one does.
+        while !queue.is_empty() {
+            if queue.remove(0).send(Turn::Lead).is_ok() {
+                return;
+            }
+        }
+        map.remove(&self.counters);
+    }
+}

@@ -1,0 +1,215 @@
+//! Exact shared quotas (no `lease`), coalesced: concurrent requests on the
+//! same counters go to Redis together, one call per batch, against a real
+//! redis-server started by the test. The outcome must be that of counting
+//! them one by one: exactly the quota passes, the rest is refused on the
+//! counter that filled up, and Redis is called fewer times than requests.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use stream_gateway::quota::{OnRedisError, Quota, QuotaError, SharedQuotas, Who};
+use stream_gateway::redis_conn::Redis;
+
+/// A minute start, far from "now" so no other test's keys collide.
+const T0: u64 = 1_800_000_000 - 1_800_000_000 % 86_400 + 7_200;
+
+fn quotas(redis: &RedisServer, on_error: OnRedisError) -> Arc<SharedQuotas> {
+    let conn = Redis::new(&redis.url(), Duration::from_millis(300)).unwrap();
+    Arc::new(SharedQuotas::new(Arc::new(conn), on_error))
+}
+
+/// Script runs Redis has served so far (EVAL + EVALSHA).
+fn script_calls(redis: &RedisServer) -> u64 {
+    redis
+        .command(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .map(|l| {
+            let calls = l.split("calls=").nth(1).unwrap().split(',').next().unwrap();
+            calls.parse::<u64>().unwrap()
+        })
+        .sum()
+}
+
+fn counter(redis: &RedisServer, key: &str) -> i64 {
+    let reply = redis.command(&["GET", key]);
+    if reply.starts_with("$-1") {
+        return 0;
+    }
+    reply.lines().nth(1).unwrap().parse().unwrap()
+}
+
+/// Runs `n` checks at once (spawned tasks, 2 worker threads).
+async fn concurrent(
+    q: &Arc<SharedQuotas>,
+    n: usize,
+    tenant: &'static str,
+    quota: Quota,
+    user: impl Fn(usize) -> Option<&'static str>,
+) -> Vec<Result<(), QuotaError>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let q = Arc::clone(q);
+            let who = user(i);
+            tokio::spawn(async move { q.check(tenant, who.map(Who::User), quota, T0).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_pass_exactly_the_quota_in_fewer_calls_than_requests() {
+    let redis = RedisServer::start();
+    let q = quotas(&redis, OnRedisError::Deny);
+    let quota = Quota {
+        per_minute: Some(100),
+        ..Quota::default()
+    };
+    let before = script_calls(&redis);
+    let results = concurrent(&q, 400, "b1", quota, |_| None).await;
+    let calls = script_calls(&redis) - before;
+    let passed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(passed, 100, "exactly the quota passes");
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_eq!(
+            *r,
+            Err(QuotaError::Exceeded {
+                limit: 100,
+                reset_at: T0 + 60
+            })
+        );
+    }
+    assert_eq!(
+        counter(&redis, &format!("sg:quota:{{b1}}:m:{}", T0 / 60)),
+        100
+    );
+    assert!(
+        calls < 400,
+        "{calls} script calls for 400 concurrent requests: not batched"
+    );
+    // One by one afterwards: each is a call of its own, still refused.
+    let before = script_calls(&redis);
+    for _ in 0..3 {
+        assert!(q.check("b1", None, quota, T0).await.is_err());
+    }
+    assert_eq!(script_calls(&redis) - before, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_refused_on_the_counter_that_fills_up_first() {
+    let redis = RedisServer::start();
+    let q = quotas(&redis, OnRedisError::Deny);
+    // The day has room for 30 more, the minute for 50: the day fills first.
+    let day_key = format!("sg:quota:{{b2}}:d:{}", T0 / 86_400);
+    redis.command(&["SET", &day_key, "970"]);
+    let quota = Quota {
+        per_minute: Some(50),
+        per_day: Some(1000),
+        ..Quota::default()
+    };
+    let results = concurrent(&q, 120, "b2", quota, |_| None).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 30);
+    let day_end = (T0 / 86_400 + 1) * 86_400;
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_eq!(
+            *r,
+            Err(QuotaError::Exceeded {
+                limit: 1000,
+                reset_at: day_end
+            })
+        );
+    }
+    assert_eq!(counter(&redis, &day_key), 1000);
+    assert_eq!(
+        counter(&redis, &format!("sg:quota:{{b2}}:m:{}", T0 / 60)),
+        30
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_counters_batch_only_with_the_same_user() {
+    let redis = RedisServer::start();
+    let q = quotas(&redis, OnRedisError::Deny);
+    let quota = Quota {
+        per_minute: Some(1000),
+        user_per_minute: Some(5),
+        ..Quota::default()
+    };
+    let users = ["ann", "bob", "cy"];
+    let results = concurrent(&q, 90, "b3", quota, |i| Some(users[i % 3])).await;
+    for (u, user) in users.iter().enumerate() {
+        let passed = results
+            .iter()
+            .enumerate()
+            .filter(|(i, r)| i % 3 == u && r.is_ok())
+            .count();
+        assert_eq!(passed, 5, "{user}: exactly the user's quota passes");
+        assert_eq!(
+            counter(&redis, &format!("sg:quota:{{b3}}:u:{user}:m:{}", T0 / 60)),
+            5
+        );
+    }
+    assert_eq!(
+        counter(&redis, &format!("sg:quota:{{b3}}:m:{}", T0 / 60)),
+        15
+    );
+    for r in results.iter().filter(|r| r.is_err()) {
+        assert_eq!(
+            *r,
+            Err(QuotaError::Exceeded {
+                limit: 5,
+                reset_at: T0 + 60
+            })
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_leader_hands_the_lead_on_and_nobody_hangs() {
+    let redis = RedisServer::start();
+    let q = quotas(&redis, OnRedisError::Deny);
+    let quota = Quota {
+        per_minute: Some(10),
+        ..Quota::default()
+    };
+    // The script is loaded first, so the calls below run when Redis resumes.
+    assert_eq!(q.check("b4-warm", None, quota, T0).await, Ok(()));
+    // Redis stops answering for a while: the leader's call hangs.
+    redis.command(&["CLIENT", "PAUSE", "700", "ALL"]);
+    let leader = {
+        let q = Arc::clone(&q);
+        tokio::spawn(async move { q.check("b4", None, quota, T0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    let follower = {
+        let q = Arc::clone(&q);
+        tokio::spawn(async move { q.check("b4", None, quota, T0).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    leader.abort();
+    // The follower leads its own call (bounded by the 300 ms timeout):
+    // Redis is still paused, so `deny` refuses it; it does not wait forever.
+    let got = tokio::time::timeout(Duration::from_secs(3), follower)
+        .await
+        .expect("the follower hangs after its leader was cancelled")
+        .unwrap();
+    assert_eq!(got, Err(QuotaError::Unavailable));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Once Redis answers again, counting works (the batch entry is gone).
+    // The two calls sent during the pause ran when it ended (a timed-out
+    // call is not taken back, as before batching): 2 + this one.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(q.check("b4", None, quota, T0).await, Ok(()));
+    assert_eq!(
+        counter(&redis, &format!("sg:quota:{{b4}}:m:{}", T0 / 60)),
+        3
+    );
+}
