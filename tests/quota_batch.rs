@@ -181,35 +181,39 @@ async fn a_cancelled_leader_hands_the_lead_on_and_nobody_hangs() {
     };
     // The script is loaded first, so the calls below run when Redis resumes.
     assert_eq!(q.check("b4-warm", None, quota, T0).await, Ok(()));
-    // Redis stops answering for a while: the leader's call hangs.
+    // Redis stops answering for a while: the calls in flight hang.
     redis.command(&["CLIENT", "PAUSE", "700", "ALL"]);
-    let leader = {
+    let spawn = || {
         let q = Arc::clone(&q);
         tokio::spawn(async move { q.check("b4", None, quota, T0).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Two calls may be in flight per set of counters: a and b lead one
+    // each; c waits for the next batch.
+    let a = spawn();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let b = spawn();
+    tokio::time::sleep(Duration::from_millis(30)).await;
     let started = Instant::now();
-    let follower = {
-        let q = Arc::clone(&q);
-        tokio::spawn(async move { q.check("b4", None, quota, T0).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    leader.abort();
-    // The follower leads its own call (bounded by the 300 ms timeout):
-    // Redis is still paused, so `deny` refuses it; it does not wait forever.
-    let got = tokio::time::timeout(Duration::from_secs(3), follower)
+    let c = spawn();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    a.abort();
+    // c is handed the lead by a's drop and makes its own call (bounded by
+    // the 300 ms timeout): Redis is still paused, so `deny` refuses it; it
+    // does not wait forever.
+    let got = tokio::time::timeout(Duration::from_secs(3), c)
         .await
-        .expect("the follower hangs after its leader was cancelled")
+        .expect("the waiter hangs after the leader was cancelled")
         .unwrap();
     assert_eq!(got, Err(QuotaError::Unavailable));
     assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(b.await.unwrap(), Err(QuotaError::Unavailable));
     // Once Redis answers again, counting works (the batch entry is gone).
-    // The two calls sent during the pause ran when it ended (a timed-out
-    // call is not taken back, as before batching): 2 + this one.
+    // The three calls sent during the pause ran when it ended (a timed-out
+    // call is not taken back, as before batching): 3 + this one.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(q.check("b4", None, quota, T0).await, Ok(()));
     assert_eq!(
         counter(&redis, &format!("sg:quota:{{b4}}:m:{}", T0 / 60)),
-        3
+        4
     );
 }

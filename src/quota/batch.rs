@@ -7,9 +7,10 @@
 //! counted, the others are refused on the counter that filled up, and no
 //! counter ever goes over its limit.
 //!
-//! A request waits for at most the call in flight and then its own batch's
-//! call, each bounded by `redis.timeout`. The first waiter leads the next
-//! batch; a leader dropped mid-call (its request cancelled) fails its batch
+//! Up to [`IN_FLIGHT`] calls per set of counters are in flight at once; a
+//! request that finds them all out waits for the first to end and then for
+//! its own batch's call, each bounded by `redis.timeout`. The first waiter
+//! leads the next batch; a leader dropped mid-call (its request cancelled) fails its batch
 //! with an error (then `on_redis_error` applies) and hands the lead on.
 
 use std::collections::HashMap;
@@ -64,9 +65,20 @@ enum Turn {
     Lead,
 }
 
-/// Requests waiting per set of counters whose call is in flight; an entry
-/// exists while a call for its counters is.
-type Waiting = HashMap<Counters, Vec<oneshot::Sender<Turn>>, ahash::RandomState>;
+/// Calls in flight at once per set of counters: a second one overlaps the
+/// first's round trip, so the gateway is not idle while a batch is out.
+const IN_FLIGHT: usize = 2;
+
+/// Per set of counters with a call in flight: how many, and the requests
+/// waiting for the next batch. An entry exists while a call for its
+/// counters is in flight.
+#[derive(Default)]
+struct Queue {
+    in_flight: usize,
+    waiting: Vec<oneshot::Sender<Turn>>,
+}
+
+type Waiting = HashMap<Counters, Queue, ahash::RandomState>;
 
 #[derive(Default)]
 pub(super) struct Batches {
@@ -90,13 +102,21 @@ impl Batches {
         let wait = {
             let mut map = self.lock();
             match map.get_mut(&counters) {
-                Some(queue) => {
+                Some(queue) if queue.in_flight >= IN_FLIGHT => {
                     let (tx, rx) = oneshot::channel();
-                    queue.push(tx);
+                    queue.waiting.push(tx);
                     Some(rx)
                 }
+                Some(queue) => {
+                    queue.in_flight += 1;
+                    None
+                }
                 None => {
-                    map.insert(counters.clone(), Vec::new());
+                    let queue = Queue {
+                        in_flight: 1,
+                        waiting: Vec::new(),
+                    };
+                    map.insert(counters.clone(), queue);
                     None
                 }
             }
@@ -108,9 +128,16 @@ impl Batches {
                 Err(_) => return Err("quota batch lost its leader".into()),
             }
         }
+        // Let the requests already under way reach this point first, so
+        // they join this batch rather than wait for the next one.
+        tokio::task::yield_now().await;
         let mut lead = Lead {
             batches: self,
-            followers: std::mem::take(self.lock().get_mut(&counters).unwrap_or(&mut Vec::new())),
+            followers: self
+                .lock()
+                .get_mut(&counters)
+                .map(|q| std::mem::take(&mut q.waiting))
+                .unwrap_or_default(),
             counters,
         };
         let want = lead.followers.len() as u64 + 1;
@@ -156,11 +183,14 @@ impl Drop for Lead<'_> {
             return;
         };
         // A waiter whose request is gone cannot lead: the next one does.
-        while !queue.is_empty() {
-            if queue.remove(0).send(Turn::Lead).is_ok() {
+        while !queue.waiting.is_empty() {
+            if queue.waiting.remove(0).send(Turn::Lead).is_ok() {
                 return;
             }
         }
-        map.remove(&self.counters);
+        queue.in_flight -= 1;
+        if queue.in_flight == 0 {
+            map.remove(&self.counters);
+        }
     }
 }
