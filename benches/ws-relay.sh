@@ -16,7 +16,8 @@ SECONDS_EACH=${SECONDS_EACH:-5}
 REPS=${REPS:-3}
 CLIENT=${CLIENT:-rust}
 RTT=target/release/examples/ws-rtt
-on() { if [[ ${PIN:-0} == 1 ]]; then taskset -c "$1" "${@:2}"; else "${@:2}"; fi; }
+# "taskset -c CPU" with PIN=1, nothing otherwise (word-split on purpose).
+pin() { [[ ${PIN:-0} == 1 ]] && echo "taskset -c $1" || true; }
 if [[ $CLIENT == rust ]]; then
   [[ -x $RTT && -x target/release/stream-gateway ]] || {
     echo "ws-relay: build first: cargo build --release --bin stream-gateway --example ws-rtt" >&2; exit 1; }
@@ -32,15 +33,15 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p
 trap cleanup EXIT
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not open" >&2; return 1; }
 if [[ $CLIENT == rust ]]; then
-  on 0 "$RTT" echo 9032 & PIDS+=($!)
+  $(pin 0) "$RTT" echo 9032 & PIDS+=($!)
 else
-  on 0 "$PY" "$SHARED/ws_echo.py" 9032 & PIDS+=($!)
+  $(pin 0) "$PY" "$SHARED/ws_echo.py" 9032 & PIDS+=($!)
 fi
 wait_port 9032
-on 1 benches/run-gateway.sh >/tmp/ws-relay-gateway.log 2>&1 & PIDS+=($!); wait_port 9130
+$(pin 1) benches/run-gateway.sh >/tmp/ws-relay-gateway.log 2>&1 & PIDS+=($!); wait_port 9130
 measure() {
-  if [[ $CLIENT == rust ]]; then on 0 "$RTT" client "$1" "$TOKEN" "$SECONDS_EACH"
-  else on 0 "$PY" benches/ws_relay_client.py "$1" "$TOKEN" "$SECONDS_EACH" | awk '{print $1, $2, "-", $3}'; fi
+  if [[ $CLIENT == rust ]]; then $(pin 0) "$RTT" client "$1" "$TOKEN" "$SECONDS_EACH"
+  else $(pin 0) "$PY" benches/ws_relay_client.py "$1" "$TOKEN" "$SECONDS_EACH" | awk '{print $1, $2, "-", $3}'; fi
 }
 printf 'rep\ttarget\tp50_us\tp99_us\tp999_us\tmsgs\n'
 for rep in $(seq "$REPS"); do
