@@ -60,9 +60,26 @@ pub struct FieldRule {
 #[derive(Debug, Clone, Default)]
 pub struct ServerOnlyFields {
     by_route: HashMap<(String, String), Vec<FieldRule>>,
+    /// The same rules by template, then method: looked up per request
+    /// without building an owned (method, template) key.
+    by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>>,
 }
 
 impl ServerOnlyFields {
+    fn indexed(by_route: HashMap<(String, String), Vec<FieldRule>>) -> ServerOnlyFields {
+        let mut by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>> = HashMap::new();
+        for ((method, template), rules) in &by_route {
+            by_template
+                .entry(template.clone())
+                .or_default()
+                .push((method.clone(), rules.clone()));
+        }
+        ServerOnlyFields {
+            by_route,
+            by_template,
+        }
+    }
+
     /// The table embedded at build time.
     pub fn embedded() -> ServerOnlyFields {
         Self::parse(PATHS_TSV)
@@ -97,13 +114,15 @@ impl ServerOnlyFields {
                     field: field.to_string(),
                 });
         }
-        ServerOnlyFields { by_route }
+        ServerOnlyFields::indexed(by_route)
     }
 
     pub fn rules(&self, method: &str, template: &str) -> Option<&[FieldRule]> {
-        self.by_route
-            .get(&(method.to_string(), template.to_string()))
-            .map(Vec::as_slice)
+        self.by_template
+            .get(template)?
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, rules)| rules.as_slice())
     }
 
     /// Re-keys the rules by the route table's own templates (placeholder
@@ -117,7 +136,7 @@ impl ServerOnlyFields {
                 by_route.insert((r.method.clone(), r.template.clone()), rules.clone());
             }
         }
-        ServerOnlyFields { by_route }
+        ServerOnlyFields::indexed(by_route)
     }
 
     /// Every (method, template) with rules, for checks against the route table.

@@ -338,7 +338,11 @@ impl Exchange {
         let path_and_query = if q.is_empty() {
             path
         } else {
-            format!("{path}?{q}")
+            let mut pq = path;
+            pq.reserve(q.len() + 1);
+            pq.push('?');
+            pq.push_str(&q);
+            pq
         };
         Ok(Forward {
             tenant: Arc::clone(tenant),

@@ -80,7 +80,10 @@ pub fn encode(s: &str) -> Cow<'_, str> {
         if keep(c) {
             out.push(c as char);
         } else {
-            out.push_str(&format!("%{c:02X}"));
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(HEX[usize::from(c >> 4)] as char);
+            out.push(HEX[usize::from(c & 15)] as char);
         }
     }
     Cow::Owned(out)
@@ -109,7 +112,12 @@ pub fn rebuild(
         push(p.raw);
     }
     for (k, v) in append {
-        push(&format!("{}={}", encode(k), encode(v)));
+        if !out.is_empty() {
+            out.push('&');
+        }
+        out.push_str(&encode(k));
+        out.push('=');
+        out.push_str(&encode(v));
     }
     out
 }
@@ -147,6 +155,14 @@ mod tests {
             q,
             "payload=%7B%22a%22%3A1%7D&api_key=k%201&user_id=alice%40x"
         );
+    }
+
+    #[test]
+    fn encode_escapes_every_reserved_byte_in_upper_case_hex() {
+        assert_eq!(encode("a-b.c_d~9"), "a-b.c_d~9");
+        assert_eq!(encode("é &=?/%\u{7f}\n"), "%C3%A9%20%26%3D%3F%2F%25%7F%0A");
+        let all: String = (1..=0x7f_u8).map(char::from).chain(['é', '☃']).collect();
+        assert_eq!(decode(&encode(&all)), all);
     }
 
     #[test]

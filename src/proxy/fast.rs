@@ -24,6 +24,7 @@
 //! one that fails before any byte of the answer after being reused is
 //! replaced by a new connection, once, as pingora does.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -31,6 +32,7 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::GetSocketDigest;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::admit::CorsStep;
 use super::record::{request_id, write_record};
@@ -51,12 +53,37 @@ use wire::Parsed;
 /// (pingora's own default for HTTP/1.1).
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
-/// Buffers reused across the requests of a connection.
+/// Buffers (and a timer) reused across the requests of a connection.
 struct Scratch {
     /// Upstream head, client head, refusal.
     out: Vec<u8>,
     /// Bytes from the upstream.
     resp: BytesMut,
+    /// The deadline of the read or write under way ([`within`]).
+    timer: Pin<Box<Sleep>>,
+}
+
+/// `fut`, with a deadline `after` from now on the connection's one reusable
+/// timer (a new timer per read and write cost more than the timer work
+/// itself, callgrind); `None` when the deadline passed first.
+async fn within<F: std::future::Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    after: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    timer.as_mut().reset(tokio::time::Instant::now() + after);
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        _ = timer.as_mut() => None,
+    }
+}
+
+/// What a wait for a request head watches besides the socket.
+struct Waiting<'a> {
+    head_started: &'a mut Option<tokio::time::Instant>,
+    idle: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    shutdown: &'a mut ShutdownWatch,
 }
 
 enum HeadRead {
@@ -86,10 +113,16 @@ pub(crate) async fn serve(
     let mut scratch = Scratch {
         out: Vec::with_capacity(1024),
         resp: BytesMut::with_capacity(8192),
+        timer: Box::pin(tokio::time::sleep(KEEPALIVE_IDLE)),
     };
     // The first head is due `client_header_timeout` after the accept; a
     // later one that long after its first byte.
     let mut head_started = Some(tokio::time::Instant::now());
+    // One keep-alive timer for the connection's life, moved forward before
+    // each wait (cheaper than a new timer per request: a later deadline is
+    // recorded without touching the timer wheel).
+    let idle = tokio::time::sleep(KEEPALIVE_IDLE);
+    tokio::pin!(idle);
     loop {
         let head = loop {
             match wire::parse(&buf, &gw.client) {
@@ -100,7 +133,12 @@ pub(crate) async fn serve(
                     return Some(tcp);
                 }
             }
-            match read_head(&mut tcp, &mut buf, &mut head_started, &mut shutdown, gw).await {
+            let waiting = Waiting {
+                head_started: &mut head_started,
+                idle: idle.as_mut(),
+                shutdown: &mut shutdown,
+            };
+            match read_head(&mut tcp, &mut buf, waiting, gw).await {
                 HeadRead::More => {}
                 HeadRead::Closed => return None,
                 HeadRead::ClosedMidHead => {
@@ -118,9 +156,13 @@ pub(crate) async fn serve(
         // sending it is disconnected and nothing is forwarded.
         let end = head.len + head.body_len;
         while buf.len() < end {
-            let read = tokio::time::timeout(gw.client.body_timeout, tcp.read_buf(&mut buf));
+            let read = within(
+                &mut scratch.timer,
+                gw.client.body_timeout,
+                tcp.read_buf(&mut buf),
+            );
             match read.await {
-                Ok(Ok(n)) if n > 0 => {}
+                Some(Ok(n)) if n > 0 => {}
                 _ => return None,
             }
         }
@@ -142,10 +184,14 @@ pub(crate) async fn serve(
 async fn read_head(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
-    head_started: &mut Option<tokio::time::Instant>,
-    shutdown: &mut ShutdownWatch,
+    w: Waiting<'_>,
     gw: &Gateway,
 ) -> HeadRead {
+    let Waiting {
+        head_started,
+        mut idle,
+        shutdown,
+    } = w;
     let read = match *head_started {
         Some(started) => {
             let deadline = started + gw.client.header_timeout;
@@ -158,11 +204,11 @@ async fn read_head(
             if *shutdown.borrow() {
                 return HeadRead::Closed;
             }
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + KEEPALIVE_IDLE);
             tokio::select! {
-                r = tokio::time::timeout(KEEPALIVE_IDLE, tcp.read_buf(buf)) => match r {
-                    Ok(r) => r,
-                    Err(_) => return HeadRead::Closed,
-                },
+                r = tcp.read_buf(buf) => r,
+                _ = idle => return HeadRead::Closed,
                 _ = shutdown.changed() => return HeadRead::Closed,
             }
         }
@@ -256,14 +302,19 @@ async fn handle(
 
 /// Writes `bytes` to the client within the upstream write timeout; false
 /// when the client is gone or too slow.
-async fn write_client(tcp: &mut TcpStream, bytes: &[u8], gw: &Gateway) -> bool {
+async fn write_client(
+    tcp: &mut TcpStream,
+    bytes: &[u8],
+    timer: &mut Pin<Box<Sleep>>,
+    gw: &Gateway,
+) -> bool {
     let write = async {
         tcp.write_all(bytes).await?;
         tcp.flush().await
     };
     matches!(
-        tokio::time::timeout(gw.upstream.settings.write_timeout, write).await,
-        Ok(Ok(()))
+        within(timer, gw.upstream.settings.write_timeout, write).await,
+        Some(Ok(()))
     )
 }
 
@@ -294,7 +345,7 @@ async fn preflight(
     wire::headers(out, &common_headers(ctx));
     out.extend_from_slice(b"content-length: 0\r\n");
     wire::end_head(out, close);
-    write_client(tcp, out, gw).await
+    write_client(tcp, out, &mut s.timer, gw).await
 }
 
 /// A refusal in Stream's error shape, with the same headers as pingora's
@@ -330,5 +381,5 @@ async fn refuse(
     wire::end_head(out, close);
     out.extend_from_slice(&body);
     ctx.bytes_out = body.len() as u64;
-    write_client(tcp, out, gw).await
+    write_client(tcp, out, &mut s.timer, gw).await
 }

@@ -72,6 +72,32 @@ pub(super) async fn respond_preflight(session: &mut Session, ctx: &RequestCtx) -
 /// The IP as a header value, formatted on the stack (no String per request).
 pub(super) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write;
+    if let std::net::IpAddr::V4(v4) = ip {
+        // Dotted quad by hand: the formatter costs more than the rest of
+        // the header rewrite (callgrind).
+        let mut buf = [0u8; 15];
+        let mut len = 0;
+        for (i, octet) in v4.octets().into_iter().enumerate() {
+            if i > 0 {
+                buf[len] = b'.';
+                len += 1;
+            }
+            let digits = [octet / 100, octet / 10 % 10, octet % 10];
+            let skip = if octet >= 100 {
+                0
+            } else if octet >= 10 {
+                1
+            } else {
+                2
+            };
+            for d in &digits[skip..] {
+                buf[len] = b'0' + d;
+                len += 1;
+            }
+        }
+        return HeaderValue::from_bytes(&buf[..len])
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    }
     let mut buf = [0u8; 48];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
     // An IPv6 address is at most 45 bytes: the write cannot run out of room.
@@ -159,4 +185,33 @@ pub(super) async fn respond(
         let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ip_header;
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn ip_header_writes_what_display_writes() {
+        // Every octet value in every position, and the edges together.
+        for v in 0..=255u8 {
+            for ip in [
+                Ipv4Addr::new(v, 0, 255, 9),
+                Ipv4Addr::new(10, v, 100, 99),
+                Ipv4Addr::new(255, 1, v, 10),
+                Ipv4Addr::new(0, 255, 1, v),
+                Ipv4Addr::new(v, v, v, v),
+            ] {
+                let ip = IpAddr::V4(ip);
+                assert_eq!(ip_header(ip).to_str().unwrap(), ip.to_string());
+            }
+        }
+        let v6 = IpAddr::V6(Ipv6Addr::new(
+            0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff, 0xffff,
+        ));
+        assert_eq!(ip_header(v6).to_str().unwrap(), v6.to_string());
+        let mapped = IpAddr::V6(Ipv4Addr::new(1, 2, 3, 4).to_ipv6_mapped());
+        assert_eq!(ip_header(mapped).to_str().unwrap(), "::ffff:1.2.3.4");
+    }
 }

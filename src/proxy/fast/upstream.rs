@@ -7,11 +7,10 @@ use bytes::Buf;
 use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::Stream as TcpStream;
-use pingora::upstreams::peer::HttpPeer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::wire::{self, Framing, ParsedResponse};
-use super::{common_headers, refuse, write_client, Scratch};
+use super::{common_headers, refuse, within, write_client, Scratch};
 use crate::proxy::{Gateway, RequestCtx};
 use crate::refusal::Refusal;
 
@@ -54,10 +53,9 @@ pub(super) async fn proxy(
     let started = Instant::now();
     ctx.upstream_started = Some(started);
     let addr = gw.upstream.address();
-    let peer = gw.upstream.peer(false);
     let head_request = head.method == http::Method::HEAD;
     let common = common_headers(ctx);
-    let (mut up, resp) = match send(gw, &peer, addr, s, head_request, &common, close).await {
+    let (mut up, resp) = match send(gw, addr, s, head_request, &common, close).await {
         Ok(answer) => answer,
         Err((refusal, why)) => {
             // Method and path, never the query (session tokens travel there).
@@ -122,9 +120,9 @@ pub(super) async fn proxy(
         }
         let ok = if first {
             s.out.extend_from_slice(&s.resp[..take]);
-            write_client(tcp, &s.out, gw).await
+            write_client(tcp, &s.out, &mut s.timer, gw).await
         } else {
-            write_client(tcp, &s.resp[..take], gw).await
+            write_client(tcp, &s.resp[..take], &mut s.timer, gw).await
         };
         first = false;
         s.resp.advance(take);
@@ -136,9 +134,15 @@ pub(super) async fn proxy(
             break;
         }
         s.resp.clear();
-        match tokio::time::timeout(settings.read_timeout, up.read_buf(&mut s.resp)).await {
-            Ok(Ok(0)) if resp.framing == Framing::UntilClose => break,
-            Ok(Ok(n)) if n > 0 => {}
+        match within(
+            &mut s.timer,
+            settings.read_timeout,
+            up.read_buf(&mut s.resp),
+        )
+        .await
+        {
+            Some(Ok(0)) if resp.framing == Framing::UntilClose => break,
+            Some(Ok(n)) if n > 0 => {}
             // Cut short, failed or too slow after the head went out: the
             // client's connection closes (it cannot be told otherwise).
             _ => {
@@ -161,7 +165,6 @@ type Failed = (Refusal, String);
 /// fails before answering is replaced by a new one, once.
 async fn send(
     gw: &Gateway,
-    peer: &HttpPeer,
     addr: std::net::SocketAddr,
     s: &mut Scratch,
     head_request: bool,
@@ -187,7 +190,12 @@ async fn send(
             .flatten();
         let (mut up, reused) = match idle {
             Some(up) => (up, true),
-            None => (gw.connector.new_stream(peer).await.map_err(failed)?, false),
+            // The peer (its options) is only needed to dial a new connection.
+            None => {
+                let peer = gw.upstream.peer(false);
+                let up = gw.connector.new_stream(&peer).await.map_err(failed)?;
+                (up, false)
+            }
         };
         if reused {
             m.upstream_connections_reused.inc();
@@ -200,25 +208,31 @@ async fn send(
             up.write_all(&s.out).await?;
             up.flush().await
         };
-        match tokio::time::timeout(settings.write_timeout, write).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) if retry => continue 'attempt,
-            Ok(Err(e)) => return Err((Refusal::UpstreamUnavailable, e.to_string())),
-            Err(_) => return Err((Refusal::UpstreamTimeout, "writing the request".into())),
+        match within(&mut s.timer, settings.write_timeout, write).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) if retry => continue 'attempt,
+            Some(Err(e)) => return Err((Refusal::UpstreamUnavailable, e.to_string())),
+            None => return Err((Refusal::UpstreamTimeout, "writing the request".into())),
         }
         s.resp.clear();
         loop {
-            match tokio::time::timeout(settings.read_timeout, up.read_buf(&mut s.resp)).await {
-                Ok(Ok(0)) | Ok(Err(_)) if retry && s.resp.is_empty() => continue 'attempt,
-                Ok(Ok(0)) => {
+            match within(
+                &mut s.timer,
+                settings.read_timeout,
+                up.read_buf(&mut s.resp),
+            )
+            .await
+            {
+                Some(Ok(0)) | Some(Err(_)) if retry && s.resp.is_empty() => continue 'attempt,
+                Some(Ok(0)) => {
                     return Err((
                         Refusal::UpstreamUnavailable,
                         "closed before answering".into(),
                     ))
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err((Refusal::UpstreamUnavailable, e.to_string())),
-                Err(_) => return Err((Refusal::UpstreamTimeout, "reading the answer".into())),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err((Refusal::UpstreamUnavailable, e.to_string())),
+                None => return Err((Refusal::UpstreamTimeout, "reading the answer".into())),
             }
             loop {
                 match wire::response(&s.resp, head_request, common, close, &mut s.out) {
