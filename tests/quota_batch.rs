@@ -9,38 +9,11 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{shared_quotas, RedisServer};
 use stream_gateway::quota::{OnRedisError, Quota, QuotaError, SharedQuotas, Who};
-use stream_gateway::redis_conn::Redis;
 
 /// A minute start, far from "now" so no other test's keys collide.
 const T0: u64 = 1_800_000_000 - 1_800_000_000 % 86_400 + 7_200;
-
-fn quotas(redis: &RedisServer, on_error: OnRedisError) -> Arc<SharedQuotas> {
-    let conn = Redis::new(&redis.url(), Duration::from_millis(300)).unwrap();
-    Arc::new(SharedQuotas::new(Arc::new(conn), on_error))
-}
-
-/// Script runs Redis has served so far (EVAL + EVALSHA).
-fn script_calls(redis: &RedisServer) -> u64 {
-    redis
-        .command(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .map(|l| {
-            let calls = l.split("calls=").nth(1).unwrap().split(',').next().unwrap();
-            calls.parse::<u64>().unwrap()
-        })
-        .sum()
-}
-
-fn counter(redis: &RedisServer, key: &str) -> i64 {
-    let reply = redis.command(&["GET", key]);
-    if reply.starts_with("$-1") {
-        return 0;
-    }
-    reply.lines().nth(1).unwrap().parse().unwrap()
-}
 
 /// Runs `n` checks at once (spawned tasks, 2 worker threads).
 async fn concurrent(
@@ -67,14 +40,14 @@ async fn concurrent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_pass_exactly_the_quota_in_fewer_calls_than_requests() {
     let redis = RedisServer::start();
-    let q = quotas(&redis, OnRedisError::Deny);
+    let q = shared_quotas(&redis, OnRedisError::Deny);
     let quota = Quota {
         per_minute: Some(100),
         ..Quota::default()
     };
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     let results = concurrent(&q, 400, "b1", quota, |_| None).await;
-    let calls = script_calls(&redis) - before;
+    let calls = redis.script_calls() - before;
     let passed = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(passed, 100, "exactly the quota passes");
     for r in results.iter().filter(|r| r.is_err()) {
@@ -87,7 +60,7 @@ async fn concurrent_requests_pass_exactly_the_quota_in_fewer_calls_than_requests
         );
     }
     assert_eq!(
-        counter(&redis, &format!("sg:quota:{{b1}}:m:{}", T0 / 60)),
+        redis.counter(&format!("sg:quota:{{b1}}:m:{}", T0 / 60)),
         100
     );
     assert!(
@@ -95,17 +68,17 @@ async fn concurrent_requests_pass_exactly_the_quota_in_fewer_calls_than_requests
         "{calls} script calls for 400 concurrent requests: not batched"
     );
     // One by one afterwards: each is a call of its own, still refused.
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     for _ in 0..3 {
         assert!(q.check("b1", None, quota, T0).await.is_err());
     }
-    assert_eq!(script_calls(&redis) - before, 3);
+    assert_eq!(redis.script_calls() - before, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_is_refused_on_the_counter_that_fills_up_first() {
     let redis = RedisServer::start();
-    let q = quotas(&redis, OnRedisError::Deny);
+    let q = shared_quotas(&redis, OnRedisError::Deny);
     // The day has room for 30 more, the minute for 50: the day fills first.
     let day_key = format!("sg:quota:{{b2}}:d:{}", T0 / 86_400);
     redis.command(&["SET", &day_key, "970"]);
@@ -126,17 +99,14 @@ async fn a_batch_is_refused_on_the_counter_that_fills_up_first() {
             })
         );
     }
-    assert_eq!(counter(&redis, &day_key), 1000);
-    assert_eq!(
-        counter(&redis, &format!("sg:quota:{{b2}}:m:{}", T0 / 60)),
-        30
-    );
+    assert_eq!(redis.counter(&day_key), 1000);
+    assert_eq!(redis.counter(&format!("sg:quota:{{b2}}:m:{}", T0 / 60)), 30);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_user_counters_batch_only_with_the_same_user() {
     let redis = RedisServer::start();
-    let q = quotas(&redis, OnRedisError::Deny);
+    let q = shared_quotas(&redis, OnRedisError::Deny);
     let quota = Quota {
         per_minute: Some(1000),
         user_per_minute: Some(5),
@@ -152,14 +122,11 @@ async fn per_user_counters_batch_only_with_the_same_user() {
             .count();
         assert_eq!(passed, 5, "{user}: exactly the user's quota passes");
         assert_eq!(
-            counter(&redis, &format!("sg:quota:{{b3}}:u:{user}:m:{}", T0 / 60)),
+            redis.counter(&format!("sg:quota:{{b3}}:u:{user}:m:{}", T0 / 60)),
             5
         );
     }
-    assert_eq!(
-        counter(&redis, &format!("sg:quota:{{b3}}:m:{}", T0 / 60)),
-        15
-    );
+    assert_eq!(redis.counter(&format!("sg:quota:{{b3}}:m:{}", T0 / 60)), 15);
     for r in results.iter().filter(|r| r.is_err()) {
         assert_eq!(
             *r,
@@ -174,7 +141,7 @@ async fn per_user_counters_batch_only_with_the_same_user() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_leader_hands_the_lead_on_and_nobody_hangs() {
     let redis = RedisServer::start();
-    let q = quotas(&redis, OnRedisError::Deny);
+    let q = shared_quotas(&redis, OnRedisError::Deny);
     let quota = Quota {
         per_minute: Some(10),
         ..Quota::default()
@@ -212,8 +179,5 @@ async fn a_cancelled_leader_hands_the_lead_on_and_nobody_hangs() {
     // call is not taken back, as before batching): 3 + this one.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(q.check("b4", None, quota, T0).await, Ok(()));
-    assert_eq!(
-        counter(&redis, &format!("sg:quota:{{b4}}:m:{}", T0 / 60)),
-        4
-    );
+    assert_eq!(redis.counter(&format!("sg:quota:{{b4}}:m:{}", T0 / 60)), 4);
 }

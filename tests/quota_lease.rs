@@ -12,18 +12,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::redis::RedisServer;
+use common::redis::{shared_quotas, RedisServer};
 use common::*;
-use stream_gateway::quota::{OnRedisError, Quota, QuotaError, SharedQuotas, Who};
-use stream_gateway::redis_conn::Redis;
+use stream_gateway::quota::{OnRedisError, Quota, QuotaError, Who};
 
 /// A minute start, far from "now" so no other test's keys collide.
 const T0: u64 = 1_800_000_000 - 1_800_000_000 % 86_400 + 3_600;
-
-fn quotas(redis: &RedisServer, on_error: OnRedisError) -> Arc<SharedQuotas> {
-    let conn = Redis::new(&redis.url(), Duration::from_millis(300)).unwrap();
-    Arc::new(SharedQuotas::new(Arc::new(conn), on_error))
-}
 
 fn quota(per_minute: Option<u64>, per_day: Option<u64>, lease: u64) -> Quota {
     Quota {
@@ -34,36 +28,15 @@ fn quota(per_minute: Option<u64>, per_day: Option<u64>, lease: u64) -> Quota {
     }
 }
 
-/// Script runs Redis has served so far (EVAL + EVALSHA).
-fn script_calls(redis: &RedisServer) -> u64 {
-    let stats = redis.command(&["INFO", "commandstats"]);
-    stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .map(|l| {
-            let calls = l.split("calls=").nth(1).unwrap().split(',').next().unwrap();
-            calls.parse::<u64>().unwrap()
-        })
-        .sum()
-}
-
-fn counter(redis: &RedisServer, key: &str) -> i64 {
-    let reply = redis.command(&["GET", key]);
-    if reply.starts_with("$-1") {
-        return 0;
-    }
-    reply.lines().nth(1).unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_never_pass_more_than_the_quota_and_call_redis_once_per_block() {
     let redis = RedisServer::start();
     let (a, b) = (
-        quotas(&redis, OnRedisError::Deny),
-        quotas(&redis, OnRedisError::Deny),
+        shared_quotas(&redis, OnRedisError::Deny),
+        shared_quotas(&redis, OnRedisError::Deny),
     );
     let q = quota(Some(100), None, 10);
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     // 400 concurrent requests, half on each instance, all in one second.
     let mut tasks = Vec::new();
     for i in 0..400 {
@@ -86,10 +59,10 @@ async fn two_instances_never_pass_more_than_the_quota_and_call_redis_once_per_bl
     // fleet passes exactly the quota; never more in any case.
     assert_eq!(passed, 100);
     assert_eq!(
-        counter(&redis, &format!("sg:quota:{{t1}}:m:{}", T0 / 60)),
+        redis.counter(&format!("sg:quota:{{t1}}:m:{}", T0 / 60)),
         100
     );
-    let calls = script_calls(&redis) - before;
+    let calls = redis.script_calls() - before;
     eprintln!("{calls} Redis script calls for 400 requests");
     // 100 / 10 = 10 blocks, plus at most one "full" answer per instance
     // (then cached for the rest of the second) and the first EVALSHA of each
@@ -104,8 +77,8 @@ async fn two_instances_never_pass_more_than_the_quota_and_call_redis_once_per_bl
 async fn unspent_units_of_one_instance_are_refused_to_the_other_within_the_stated_bound() {
     let redis = RedisServer::start();
     let (a, b) = (
-        quotas(&redis, OnRedisError::Deny),
-        quotas(&redis, OnRedisError::Deny),
+        shared_quotas(&redis, OnRedisError::Deny),
+        shared_quotas(&redis, OnRedisError::Deny),
     );
     let q = quota(Some(20), None, 5);
     // A takes a block of 5 and spends 1 of it.
@@ -122,29 +95,26 @@ async fn unspent_units_of_one_instance_are_refused_to_the_other_within_the_state
         assert_eq!(a.check("t2", None, q, T0).await, Ok(()));
     }
     assert!(a.check("t2", None, q, T0).await.is_err());
-    assert_eq!(
-        counter(&redis, &format!("sg:quota:{{t2}}:m:{}", T0 / 60)),
-        20
-    );
+    assert_eq!(redis.counter(&format!("sg:quota:{{t2}}:m:{}", T0 / 60)), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_minute_gives_unspent_units_back_to_the_day_counter() {
     let redis = RedisServer::start();
-    let a = quotas(&redis, OnRedisError::Deny);
+    let a = shared_quotas(&redis, OnRedisError::Deny);
     let q = quota(Some(100), Some(12), 5);
     let day_key = format!("sg:quota:{{t3}}:d:{}", T0 / 86_400);
     assert_eq!(a.check("t3", None, q, T0).await, Ok(()));
-    assert_eq!(counter(&redis, &day_key), 5, "a block of 5 is counted");
+    assert_eq!(redis.counter(&day_key), 5, "a block of 5 is counted");
     // Next minute: the 4 unspent units go back, a new block of 5 is taken.
     assert_eq!(a.check("t3", None, q, T0 + 60).await, Ok(()));
-    assert_eq!(counter(&redis, &day_key), 6);
+    assert_eq!(redis.counter(&day_key), 6);
     // 4 more from that block, then a block of 5 (day at 11), then the last
     // block is 1 (12 - 11): in all, 12 requests pass today, the day quota.
     for _ in 0..10 {
         assert_eq!(a.check("t3", None, q, T0 + 60).await, Ok(()));
     }
-    assert_eq!(counter(&redis, &day_key), 12);
+    assert_eq!(redis.counter(&day_key), 12);
     let refused = a.check("t3", None, q, T0 + 61).await;
     assert_eq!(
         refused,
@@ -159,8 +129,8 @@ async fn a_new_minute_gives_unspent_units_back_to_the_day_counter() {
 async fn a_failed_refill_follows_on_redis_error_and_leasing_resumes() {
     let mut redis = RedisServer::start();
     let (local, deny) = (
-        quotas(&redis, OnRedisError::Local),
-        quotas(&redis, OnRedisError::Deny),
+        shared_quotas(&redis, OnRedisError::Local),
+        shared_quotas(&redis, OnRedisError::Deny),
     );
     let q = quota(Some(1000), None, 3);
     assert_eq!(deny.check("t4", None, q, T0).await, Ok(()));
@@ -204,16 +174,13 @@ async fn a_failed_refill_follows_on_redis_error_and_leasing_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ok, "leasing never resumed after Redis came back");
-    assert_eq!(
-        counter(&redis, &format!("sg:quota:{{t4}}:m:{}", T0 / 60)),
-        3
-    );
+    assert_eq!(redis.counter(&format!("sg:quota:{{t4}}:m:{}", T0 / 60)), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_refusal_gives_the_tenant_unit_back() {
     let redis = RedisServer::start();
-    let a = quotas(&redis, OnRedisError::Deny);
+    let a = shared_quotas(&redis, OnRedisError::Deny);
     let q = Quota {
         per_minute: Some(5),
         user_per_minute: Some(1),
@@ -262,7 +229,7 @@ async fn two_gateways_with_leases_pass_exactly_the_quota_and_refuse_in_stream_sh
     if s > 50 {
         tokio::time::sleep(Duration::from_secs((61 - s) as u64)).await;
     }
-    let before = script_calls(&redis);
+    let before = redis.script_calls();
     let mut ok = 0;
     let mut last = None;
     for i in 0..10 {
@@ -289,7 +256,7 @@ async fn two_gateways_with_leases_pass_exactly_the_quota_and_refuse_in_stream_sh
     assert_eq!(refused.headers()["x-ratelimit-limit"], "6");
     assert_gateway_refusal(refused, 429, 9).await;
     // Two blocks per gateway, plus one "full" answer each (cached 1 s).
-    assert!(script_calls(&redis) - before <= 6);
+    assert!(redis.script_calls() - before <= 6);
 }
 
 #[test]

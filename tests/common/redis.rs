@@ -140,6 +140,42 @@ impl RedisServer {
             )
         })
     }
+
+    /// Lua script runs the server has served so far (EVAL + EVALSHA).
+    pub fn script_calls(&self) -> u64 {
+        self.command(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .map(|l| {
+                let calls = l.split("calls=").nth(1).unwrap().split(',').next().unwrap();
+                calls.parse::<u64>().unwrap()
+            })
+            .sum()
+    }
+
+    /// An integer key's value (0 when it does not exist).
+    pub fn counter(&self, key: &str) -> i64 {
+        let reply = self.command(&["GET", key]);
+        if reply.starts_with("$-1") {
+            return 0;
+        }
+        reply.lines().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// The gateway's shared quotas on `redis`, with a 300 ms Redis timeout, for
+/// tests that drive `SharedQuotas` directly with a chosen Unix time.
+pub fn shared_quotas(
+    redis: &RedisServer,
+    on_error: stream_gateway::quota::OnRedisError,
+) -> std::sync::Arc<stream_gateway::quota::SharedQuotas> {
+    use std::sync::Arc;
+    let conn = stream_gateway::redis_conn::Redis::new(&redis.url(), Duration::from_millis(300))
+        .expect("a redis URL of a test server");
+    Arc::new(stream_gateway::quota::SharedQuotas::new(
+        Arc::new(conn),
+        on_error,
+    ))
 }
 
 impl Drop for RedisServer {
