@@ -48,9 +48,9 @@ pub struct Record {
     pub client_ip: Option<String>,
     pub method: String,
     /// Route template from the route table (`/channels/{type}/{id}/message`).
-    pub route: Option<String>,
+    pub route: Option<std::sync::Arc<str>>,
     /// Operation name from the route table (`SendMessage`).
-    pub operation: Option<String>,
+    pub operation: Option<std::sync::Arc<str>>,
     pub decision: &'static str,
     /// Stream error code of the gateway's refusal.
     pub code: Option<i32>,

@@ -133,7 +133,7 @@ impl ServerOnlyFields {
         for r in policy.table().routes() {
             let key = (r.method.clone(), path_template(&r.template));
             if let Some(rules) = self.by_route.get(&key) {
-                by_route.insert((r.method.clone(), r.template.clone()), rules.clone());
+                by_route.insert((r.method.clone(), r.template.to_string()), rules.clone());
             }
         }
         ServerOnlyFields::indexed(by_route)

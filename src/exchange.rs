@@ -41,8 +41,8 @@ pub struct Forward {
     /// Normalised path plus the rewritten query.
     pub path_and_query: String,
     pub auth: ForwardAuth,
-    pub operation: String,
-    pub template: String,
+    pub operation: Arc<str>,
+    pub template: Arc<str>,
     /// A websocket upgrade of `/connect`.
     pub websocket: bool,
     /// The verified session, for user requests.
@@ -259,7 +259,7 @@ impl Exchange {
             Decision::BadPath(e) => return Err(Refusal::BadPath(e.to_string())),
         };
 
-        let connect = operation == CONNECT_OPERATION;
+        let connect = &*operation == CONNECT_OPERATION;
         if websocket && !connect {
             return Err(Refusal::BadRequest(
                 "websocket upgrades are only allowed on /connect",
@@ -269,7 +269,7 @@ impl Exchange {
         // on its first poll) carries `json`: it is checked (identity binding,
         // no app token inside) and forwarded re-serialised. /connect must
         // have it; later long polls carry only a connection_id.
-        let longpoll = operation == LONGPOLL_OPERATION;
+        let longpoll = &*operation == LONGPOLL_OPERATION;
         let has_json = pairs.iter().any(|p| is_key(p, "json"));
         let connect_json = if connect || (longpoll && has_json) {
             let mut json: Option<&str> = None;
@@ -324,7 +324,7 @@ impl Exchange {
                 (ForwardAuth::User { user_id, token }, q, Some(session))
             }
             None => {
-                if operation == crate::policy::UNKNOWN_OPERATION {
+                if &*operation == crate::policy::UNKNOWN_OPERATION {
                     return Err(Refusal::AnonymousRouteNotAllowed);
                 }
                 if connect {

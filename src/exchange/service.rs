@@ -43,7 +43,7 @@ impl Exchange {
             };
         // A server token has no user to connect as: never a socket, whatever
         // the scope says (config validation keeps these out of scopes too).
-        if operation == CONNECT_OPERATION || operation == LONGPOLL_OPERATION {
+        if &*operation == CONNECT_OPERATION || &*operation == LONGPOLL_OPERATION {
             return Err(refused(Refusal::ServiceWebsocket));
         }
         if request.websocket {

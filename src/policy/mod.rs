@@ -18,6 +18,7 @@ mod tests;
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use table::{is_placeholder, template_segments};
 
@@ -84,12 +85,12 @@ pub enum Decision {
     /// Forward upstream with this path (query string untouched by the policy).
     Forward {
         path: String,
-        operation: String,
-        template: String,
+        operation: Arc<str>,
+        template: Arc<str>,
     },
     RefuseServerRoute {
-        operation: String,
-        template: String,
+        operation: Arc<str>,
+        template: Arc<str>,
     },
     RefuseUnknownRoute,
     BadPath(PathError),
@@ -158,8 +159,8 @@ impl Policy {
             None => match self.unknown {
                 UnknownRoutes::Allow => Decision::Forward {
                     path: path.to_path_string(),
-                    operation: UNKNOWN_OPERATION.to_string(),
-                    template: UNKNOWN_TEMPLATE.to_string(),
+                    operation: UNKNOWN_OPERATION.into(),
+                    template: UNKNOWN_TEMPLATE.into(),
                 },
                 UnknownRoutes::Deny => Decision::RefuseUnknownRoute,
             },
@@ -206,7 +207,7 @@ fn apply_rule(table: &mut RouteTable, rule: &Rule, side: Side) -> Result<(), Tab
         Rule::Operation(operation) => {
             // Checked separately because set_side_by_operation reports only
             // changes, and a rule that repeats the default is not a typo.
-            if !table.routes().iter().any(|r| &r.operation == operation) {
+            if !table.routes().iter().any(|r| &*r.operation == operation) {
                 return Err(TableError::UnknownOperation(operation.clone()));
             }
             table.set_side_by_operation(operation, side);

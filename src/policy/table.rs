@@ -7,6 +7,7 @@
 //! methods, templates and operation names live in `mod.rs`.
 
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use super::normalize::NormalizedPath;
 use super::validate_route;
@@ -52,10 +53,11 @@ impl RouteSource {
 pub struct Route {
     /// Uppercase HTTP method.
     pub method: String,
-    /// Path template as written in the TSV, e.g. `/channels/{type}/{id}`.
-    pub template: String,
+    /// Path template as written in the TSV, e.g. `/channels/{type}/{id}`
+    /// (shared: every request's decision and audit record refer to it).
+    pub template: Arc<str>,
     pub side: Side,
-    pub operation: String,
+    pub operation: Arc<str>,
     pub source: RouteSource,
 }
 
@@ -227,7 +229,7 @@ impl RouteTable {
     ) -> Result<(), TableError> {
         validate_route(method, template, operation).map_err(|reason| TableError::BadRoute {
             method: method.to_string(),
-            template: template.to_string(),
+            template: template.into(),
             reason,
         })?;
         if let Err(existing) = self.insert(method, template, side, operation, source) {
@@ -240,7 +242,11 @@ impl RouteTable {
     /// an `/api/v2` route).
     pub fn set_side_by_operation(&mut self, operation: &str, side: Side) -> usize {
         let mut changed = 0;
-        for route in self.routes.iter_mut().filter(|r| r.operation == operation) {
+        for route in self
+            .routes
+            .iter_mut()
+            .filter(|r| &*r.operation == operation)
+        {
             if route.side != side {
                 route.side = side;
                 changed += 1;
@@ -323,9 +329,9 @@ impl RouteTable {
         self.max_depth = self.max_depth.max(depth);
         self.routes.push(Route {
             method: method.to_string(),
-            template: template.to_string(),
+            template: template.into(),
             side,
-            operation: operation.to_string(),
+            operation: operation.into(),
             source,
         });
         Ok(())

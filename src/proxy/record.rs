@@ -71,7 +71,7 @@ pub(super) async fn finish_socket(audit: Option<&Arc<AuditLog>>, ctx: &mut Reque
 }
 
 /// Tenant, route template and operation of a request without a decision.
-pub(super) type LookedUp = (Option<Arc<Tenant>>, Option<String>, Option<String>);
+pub(super) type LookedUp = (Option<Arc<Tenant>>, Option<Arc<str>>, Option<Arc<str>>);
 
 /// Counts a finished request in the metrics and writes its audit record.
 pub(super) async fn write_record(
@@ -84,17 +84,14 @@ pub(super) async fn write_record(
 ) {
     let m = metrics::get();
     let latency = ctx.started.map(|t| t.elapsed()).unwrap_or_default();
-    use std::borrow::Cow;
-    let (tenant, route, operation): (_, Option<Cow<'_, str>>, Option<Cow<'_, str>>) =
+    let (tenant, route, operation): (_, Option<Arc<str>>, Option<Arc<str>>) =
         match (&ctx.forward, looked_up) {
             (Some(f), _) => (
                 Some(Arc::clone(&f.tenant)),
-                Some(Cow::Borrowed(f.template.as_str())),
-                Some(Cow::Borrowed(f.operation.as_str())),
+                Some(Arc::clone(&f.template)),
+                Some(Arc::clone(&f.operation)),
             ),
-            (None, Some((tenant, route, operation))) => {
-                (tenant, route.map(Cow::Owned), operation.map(Cow::Owned))
-            }
+            (None, Some((tenant, route, operation))) => (tenant, route, operation),
             (None, None) => (None, None, None),
         };
     let tenant_id = tenant.as_ref().map_or("-", |t| t.id.as_str());
@@ -182,8 +179,8 @@ pub(super) async fn write_record(
         service: ctx.service.as_ref().map(|s| s.name.clone()),
         client_ip: ctx.client_ip.map(|ip| ip.to_string()),
         method: method.to_string(),
-        route: route.map(Cow::into_owned),
-        operation: operation.map(Cow::into_owned),
+        route,
+        operation,
         decision,
         code: ctx.refusal.as_ref().map(Refusal::code),
         status,

@@ -55,9 +55,12 @@ pub(super) fn route_limits(
         let selector = match Rule::from_str(&r.route) {
             Ok(Rule::Operation(op)) => {
                 // A typo would silently limit nothing: the name must exist.
-                if policy
-                    .is_some_and(|pol| !pol.table().routes().iter().any(|rt| rt.operation == op))
-                {
+                if policy.is_some_and(|pol| {
+                    !pol.table()
+                        .routes()
+                        .iter()
+                        .any(|rt| *rt.operation == *op.as_str())
+                }) {
                     p.add(format!(
                         "{key}.route: no operation \"{op}\" in the route table"
                     ));

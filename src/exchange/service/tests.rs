@@ -173,7 +173,7 @@ fn a_scoped_service_gets_the_server_token_and_its_query_as_sent() {
     )
     .unwrap();
     assert_eq!(f.path_and_query, "/app?user_id=carol&api_key=k1");
-    assert_eq!(f.operation, "UpdateApp");
+    assert_eq!(&*f.operation, "UpdateApp");
     assert!(f.user_id().is_none());
     assert_eq!(f.service().map(|s| s.name.as_str()), Some("billing"));
     let token = match &f.auth {
