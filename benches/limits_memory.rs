@@ -18,19 +18,9 @@ use stream_gateway::limits::{LocalLimits, Rate, RequestKind};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What the gateway registers with `limits::on_prune`.
-fn release_free_memory() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: mi_collect takes no pointers and may be called from any thread.
-    unsafe {
-        libmimalloc_sys::mi_collect(true)
-    };
-    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc).
-    unsafe {
-        libc::malloc_trim(0)
-    };
-}
+#[path = "../src/release_memory.rs"]
+mod release_memory;
+use release_memory::release_free_memory;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

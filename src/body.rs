@@ -56,37 +56,21 @@ pub struct FieldRule {
     pub field: String,
 }
 
-/// Server-only field rules by (method, route template).
+/// Server-only field rules by route template, then method (looked up per
+/// request by `&str`, no owned key built).
 #[derive(Debug, Clone, Default)]
 pub struct ServerOnlyFields {
-    by_route: HashMap<(String, String), Vec<FieldRule>>,
-    /// The same rules by template, then method: looked up per request
-    /// without building an owned (method, template) key.
     by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>>,
 }
 
 impl ServerOnlyFields {
-    fn indexed(by_route: HashMap<(String, String), Vec<FieldRule>>) -> ServerOnlyFields {
-        let mut by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>> = HashMap::new();
-        for ((method, template), rules) in &by_route {
-            by_template
-                .entry(template.clone())
-                .or_default()
-                .push((method.clone(), rules.clone()));
-        }
-        ServerOnlyFields {
-            by_route,
-            by_template,
-        }
-    }
-
     /// The table embedded at build time.
     pub fn embedded() -> ServerOnlyFields {
         Self::parse(PATHS_TSV)
     }
 
     fn parse(tsv: &str) -> ServerOnlyFields {
-        let mut by_route: HashMap<(String, String), Vec<FieldRule>> = HashMap::new();
+        let mut fields = ServerOnlyFields::default();
         for line in tsv.lines().skip(1).filter(|l| !l.trim().is_empty()) {
             let cols: Vec<&str> = line.split('\t').collect();
             let [method, route, location, json_path, field] = cols[..] else {
@@ -105,16 +89,26 @@ impl ServerOnlyFields {
                     k => Seg::Key(k.to_string()),
                 })
                 .collect();
-            by_route
-                .entry((method.to_string(), path_template(route)))
-                .or_default()
-                .push(FieldRule {
-                    location,
-                    path,
-                    field: field.to_string(),
-                });
+            fields.entry(method, path_template(route)).push(FieldRule {
+                location,
+                path,
+                field: field.to_string(),
+            });
         }
-        ServerOnlyFields::indexed(by_route)
+        fields
+    }
+
+    /// The rules of (method, template), created empty if missing.
+    fn entry(&mut self, method: &str, template: String) -> &mut Vec<FieldRule> {
+        let methods = self.by_template.entry(template).or_default();
+        let at = match methods.iter().position(|(m, _)| m == method) {
+            Some(at) => at,
+            None => {
+                methods.push((method.to_string(), Vec::new()));
+                methods.len() - 1
+            }
+        };
+        &mut methods[at].1
     }
 
     pub fn rules(&self, method: &str, template: &str) -> Option<&[FieldRule]> {
@@ -125,23 +119,23 @@ impl ServerOnlyFields {
             .map(|(_, rules)| rules.as_slice())
     }
 
+    /// How many (method, template) pairs have rules.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_template.values().map(Vec::len).sum()
+    }
+
     /// Re-keys the rules by the route table's own templates (placeholder
     /// names as the table writes them), so a request looks its operation up
     /// without rewriting its template.
     pub fn keyed_by(&self, policy: &crate::policy::Policy) -> ServerOnlyFields {
-        let mut by_route = HashMap::new();
+        let mut keyed = ServerOnlyFields::default();
         for r in policy.table().routes() {
-            let key = (r.method.clone(), path_template(&r.template));
-            if let Some(rules) = self.by_route.get(&key) {
-                by_route.insert((r.method.clone(), r.template.to_string()), rules.clone());
+            if let Some(rules) = self.rules(&r.method, &path_template(&r.template)) {
+                *keyed.entry(&r.method, r.template.to_string()) = rules.to_vec();
             }
         }
-        ServerOnlyFields::indexed(by_route)
-    }
-
-    /// Every (method, template) with rules, for checks against the route table.
-    pub fn routes(&self) -> impl Iterator<Item = &(String, String)> {
-        self.by_route.keys()
+        keyed
     }
 }
 
@@ -269,10 +263,7 @@ mod tests {
             crate::policy::Policy::new(crate::policy::UnknownRoutes::Deny, &[], &[]).unwrap();
         let keyed = ServerOnlyFields::embedded().keyed_by(&policy);
         // Every derived rule names a route the table knows.
-        assert_eq!(
-            keyed.by_route.len(),
-            ServerOnlyFields::embedded().by_route.len()
-        );
+        assert_eq!(keyed.len(), ServerOnlyFields::embedded().len());
         let t = ServerOnlyFields::embedded();
         let send = t
             .rules("POST", &path_template("/channels/{type}/{id}/message"))

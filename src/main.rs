@@ -14,21 +14,8 @@ use stream_gateway::server::{self, RunFlags};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// After the limiters drop idle keys, give the freed pages back to the OS
-/// (the allocator keeps them otherwise: after pruning a million users ~95 MiB
-/// stayed with mimalloc, 33–66 MiB with glibc; `benches/README.md`).
-fn release_free_memory() {
-    #[cfg(feature = "mimalloc")]
-    // SAFETY: mi_collect takes no pointers and may be called from any thread.
-    unsafe {
-        libmimalloc_sys::mi_collect(true)
-    };
-    #[cfg(all(not(feature = "mimalloc"), target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and is thread-safe (glibc).
-    unsafe {
-        libc::malloc_trim(0)
-    };
-}
+mod release_memory;
+use release_memory::release_free_memory;
 
 #[derive(Parser)]
 #[command(

@@ -59,19 +59,21 @@ struct Scratch {
     out: Vec<u8>,
     /// Bytes from the upstream.
     resp: BytesMut,
-    /// The deadline of the read or write under way ([`within`]).
+    /// The connection's one timer: the deadline of whatever it waits for
+    /// now (a request head, the keep-alive idle time, a read or a write).
     timer: Pin<Box<Sleep>>,
 }
 
-/// `fut`, with a deadline `after` from now on the connection's one reusable
-/// timer (a new timer per read and write cost more than the timer work
-/// itself, callgrind); `None` when the deadline passed first.
-async fn within<F: std::future::Future>(
+/// `fut`, until `deadline` on the connection's reusable timer (a new tokio
+/// timer per wait cost more than the timer work itself, callgrind; moving
+/// a deadline later is recorded without touching the timer wheel); `None`
+/// when the deadline passed first.
+async fn until<F: std::future::Future>(
     timer: &mut Pin<Box<Sleep>>,
-    after: Duration,
+    deadline: tokio::time::Instant,
     fut: F,
 ) -> Option<F::Output> {
-    timer.as_mut().reset(tokio::time::Instant::now() + after);
+    timer.as_mut().reset(deadline);
     tokio::select! {
         biased;
         out = fut => Some(out),
@@ -79,10 +81,19 @@ async fn within<F: std::future::Future>(
     }
 }
 
+/// `fut`, within `after` from now (see [`until`]).
+async fn within<F: std::future::Future>(
+    timer: &mut Pin<Box<Sleep>>,
+    after: Duration,
+    fut: F,
+) -> Option<F::Output> {
+    until(timer, tokio::time::Instant::now() + after, fut).await
+}
+
 /// What a wait for a request head watches besides the socket.
 struct Waiting<'a> {
     head_started: &'a mut Option<tokio::time::Instant>,
-    idle: std::pin::Pin<&'a mut tokio::time::Sleep>,
+    timer: &'a mut Pin<Box<Sleep>>,
     shutdown: &'a mut ShutdownWatch,
 }
 
@@ -118,11 +129,6 @@ pub(crate) async fn serve(
     // The first head is due `client_header_timeout` after the accept; a
     // later one that long after its first byte.
     let mut head_started = Some(tokio::time::Instant::now());
-    // One keep-alive timer for the connection's life, moved forward before
-    // each wait (cheaper than a new timer per request: a later deadline is
-    // recorded without touching the timer wheel).
-    let idle = tokio::time::sleep(KEEPALIVE_IDLE);
-    tokio::pin!(idle);
     loop {
         let head = loop {
             match wire::parse(&buf, &gw.client) {
@@ -135,7 +141,7 @@ pub(crate) async fn serve(
             }
             let waiting = Waiting {
                 head_started: &mut head_started,
-                idle: idle.as_mut(),
+                timer: &mut scratch.timer,
                 shutdown: &mut shutdown,
             };
             match read_head(&mut tcp, &mut buf, waiting, gw).await {
@@ -189,26 +195,26 @@ async fn read_head(
 ) -> HeadRead {
     let Waiting {
         head_started,
-        mut idle,
+        timer,
         shutdown,
     } = w;
     let read = match *head_started {
         Some(started) => {
             let deadline = started + gw.client.header_timeout;
-            match tokio::time::timeout_at(deadline, tcp.read_buf(buf)).await {
-                Ok(r) => r,
-                Err(_) => return HeadRead::Slow,
+            match until(timer, deadline, tcp.read_buf(buf)).await {
+                Some(r) => r,
+                None => return HeadRead::Slow,
             }
         }
         None => {
             if *shutdown.borrow() {
                 return HeadRead::Closed;
             }
-            idle.as_mut()
-                .reset(tokio::time::Instant::now() + KEEPALIVE_IDLE);
             tokio::select! {
-                r = tcp.read_buf(buf) => r,
-                _ = idle => return HeadRead::Closed,
+                r = within(timer, KEEPALIVE_IDLE, tcp.read_buf(buf)) => match r {
+                    Some(r) => r,
+                    None => return HeadRead::Closed,
+                },
                 _ = shutdown.changed() => return HeadRead::Closed,
             }
         }

@@ -73,8 +73,8 @@ pub(super) async fn respond_preflight(session: &mut Session, ctx: &RequestCtx) -
 pub(super) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
     use std::io::Write;
     if let std::net::IpAddr::V4(v4) = ip {
-        // Dotted quad by hand: the formatter costs more than the rest of
-        // the header rewrite (callgrind).
+        // Dotted quad with itoa: `Display` costs more than the rest of the
+        // header rewrite (callgrind).
         let mut buf = [0u8; 15];
         let mut len = 0;
         for (i, octet) in v4.octets().into_iter().enumerate() {
@@ -82,18 +82,10 @@ pub(super) fn ip_header(ip: std::net::IpAddr) -> HeaderValue {
                 buf[len] = b'.';
                 len += 1;
             }
-            let digits = [octet / 100, octet / 10 % 10, octet % 10];
-            let skip = if octet >= 100 {
-                0
-            } else if octet >= 10 {
-                1
-            } else {
-                2
-            };
-            for d in &digits[skip..] {
-                buf[len] = b'0' + d;
-                len += 1;
-            }
+            let mut digits = itoa::Buffer::new();
+            let digits = digits.format(octet).as_bytes();
+            buf[len..len + digits.len()].copy_from_slice(digits);
+            len += digits.len();
         }
         return HeaderValue::from_bytes(&buf[..len])
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));

@@ -10,11 +10,12 @@
 //! Up to [`IN_FLIGHT`] calls per set of counters are in flight at once; a
 //! request that finds them all out waits for the first to end and then for
 //! its own batch's call, each bounded by `redis.timeout`. The first waiter
-//! leads the next batch; a leader dropped mid-call (its request cancelled) fails its batch
-//! with an error (then `on_redis_error` applies) and hands the lead on.
+//! leads the next batch; a leader dropped at any point (its request
+//! cancelled) fails its batch with an error (then `on_redis_error` applies)
+//! and hands the lead on.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
@@ -61,8 +62,10 @@ type Outcome = Result<i64, String>;
 
 enum Turn {
     Done(Outcome),
-    /// The call in flight is over: lead the next batch.
-    Lead,
+    /// The call in flight is over: lead the next batch. The lead travels as
+    /// a value, so a waiter that is gone before it takes it still hands it
+    /// on (the value's drop does).
+    Lead(Lead),
 }
 
 /// Calls in flight at once per set of counters: a second one overlaps the
@@ -75,22 +78,22 @@ const IN_FLIGHT: usize = 2;
 #[derive(Default)]
 struct Queue {
     in_flight: usize,
-    waiting: Vec<oneshot::Sender<Turn>>,
+    waiting: VecDeque<oneshot::Sender<Turn>>,
 }
 
-type Waiting = HashMap<Counters, Queue, ahash::RandomState>;
+type Waiting = Arc<Mutex<HashMap<Counters, Queue, ahash::RandomState>>>;
+
+fn lock(waiting: &Waiting) -> MutexGuard<'_, HashMap<Counters, Queue, ahash::RandomState>> {
+    // A poisoned lock only means a panic elsewhere; the map stays valid.
+    waiting.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Default)]
 pub(super) struct Batches {
-    waiting: Mutex<Waiting>,
+    waiting: Waiting,
 }
 
 impl Batches {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
-        // A poisoned lock only means a panic elsewhere; the map stays valid.
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Counts one request on `counters`, in a batch with the requests that
     /// queue up for the same counters meanwhile.
     pub(super) async fn count(
@@ -99,47 +102,43 @@ impl Batches {
         script: &redis::Script,
         counters: Counters,
     ) -> Outcome {
-        let wait = {
-            let mut map = self.lock();
+        let lead = {
+            let mut map = lock(&self.waiting);
             match map.get_mut(&counters) {
                 Some(queue) if queue.in_flight >= IN_FLIGHT => {
                     let (tx, rx) = oneshot::channel();
-                    queue.waiting.push(tx);
-                    Some(rx)
+                    queue.waiting.push_back(tx);
+                    Err(rx)
                 }
                 Some(queue) => {
                     queue.in_flight += 1;
-                    None
+                    Ok(())
                 }
                 None => {
                     let queue = Queue {
                         in_flight: 1,
-                        waiting: Vec::new(),
+                        waiting: VecDeque::new(),
                     };
                     map.insert(counters.clone(), queue);
-                    None
+                    Ok(())
                 }
             }
         };
-        if let Some(rx) = wait {
-            match rx.await {
+        let mut lead = match lead {
+            Ok(()) => Lead::new(&self.waiting, counters),
+            Err(rx) => match rx.await {
                 Ok(Turn::Done(outcome)) => return outcome,
-                Ok(Turn::Lead) => {}
+                Ok(Turn::Lead(lead)) => lead,
                 Err(_) => return Err("quota batch lost its leader".into()),
-            }
-        }
+            },
+        };
         // Let the requests already under way reach this point first, so
         // they join this batch rather than wait for the next one.
         tokio::task::yield_now().await;
-        let mut lead = Lead {
-            batches: self,
-            followers: self
-                .lock()
-                .get_mut(&counters)
-                .map(|q| std::mem::take(&mut q.waiting))
-                .unwrap_or_default(),
-            counters,
-        };
+        lead.followers = lock(&self.waiting)
+            .get_mut(&lead.counters)
+            .map(|q| std::mem::take(&mut q.waiting))
+            .unwrap_or_default();
         let want = lead.followers.len() as u64 + 1;
         let mut inv = script.prepare_invoke();
         for key in &lead.counters.keys {
@@ -165,27 +164,49 @@ impl Batches {
     }
 }
 
-/// The leader of a batch: on drop, answers the followers it has not
-/// answered (an error) and hands the lead to the first waiter.
-struct Lead<'a> {
-    batches: &'a Batches,
+/// The lead of a batch, held from the moment a request gets it: on drop
+/// (the call done, or the request cancelled at any point), answers the
+/// followers it has not answered (an error) and hands the lead to the first
+/// waiter, or gives up its place in flight.
+struct Lead {
+    waiting: Waiting,
     counters: Counters,
-    followers: Vec<oneshot::Sender<Turn>>,
+    followers: VecDeque<oneshot::Sender<Turn>>,
+    /// False once handed on (or never taken), so its drop does nothing.
+    armed: bool,
 }
 
-impl Drop for Lead<'_> {
+impl Lead {
+    fn new(waiting: &Waiting, counters: Counters) -> Lead {
+        Lead {
+            waiting: Arc::clone(waiting),
+            counters,
+            followers: VecDeque::new(),
+            armed: true,
+        }
+    }
+}
+
+impl Drop for Lead {
     fn drop(&mut self) {
         for tx in self.followers.drain(..) {
             let _ = tx.send(Turn::Done(Err("quota batch cancelled".into())));
         }
-        let mut map = self.batches.lock();
+        if !self.armed {
+            return;
+        }
+        let mut map = lock(&self.waiting);
         let Some(queue) = map.get_mut(&self.counters) else {
             return;
         };
         // A waiter whose request is gone cannot lead: the next one does.
-        while !queue.waiting.is_empty() {
-            if queue.waiting.remove(0).send(Turn::Lead).is_ok() {
-                return;
+        while let Some(tx) = queue.waiting.pop_front() {
+            let next = Lead::new(&self.waiting, self.counters.clone());
+            match tx.send(Turn::Lead(next)) {
+                Ok(()) => return,
+                // Dropped here, under the lock: disarmed first.
+                Err(Turn::Lead(mut next)) => next.armed = false,
+                Err(Turn::Done(_)) => {}
             }
         }
         queue.in_flight -= 1;

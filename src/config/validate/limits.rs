@@ -55,12 +55,9 @@ pub(super) fn route_limits(
         let selector = match Rule::from_str(&r.route) {
             Ok(Rule::Operation(op)) => {
                 // A typo would silently limit nothing: the name must exist.
-                if policy.is_some_and(|pol| {
-                    !pol.table()
-                        .routes()
-                        .iter()
-                        .any(|rt| *rt.operation == *op.as_str())
-                }) {
+                if policy
+                    .is_some_and(|pol| !pol.table().routes().iter().any(|rt| *rt.operation == *op))
+                {
                     p.add(format!(
                         "{key}.route: no operation \"{op}\" in the route table"
                     ));

@@ -225,8 +225,7 @@ fn scope(
                     p.add(format!(
                         "{key}: \"{op}\": service accounts never open websockets or long polls"
                     ));
-                } else if routes.is_some_and(|rs| !rs.iter().any(|r| *r.operation == *op.as_str()))
-                {
+                } else if routes.is_some_and(|rs| !rs.iter().any(|r| *r.operation == *op)) {
                     p.add(format!("{key}: no operation \"{op}\" in the route table"));
                 } else {
                     list.push(RouteSelector::Operation(op));
