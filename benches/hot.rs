@@ -148,13 +148,13 @@ fn tokens_limits_audit(c: &mut Criterion) {
         b.iter(|| black_box(limits.check(black_box(Some("alice")), ip, kind).is_ok()))
     });
     let record = Record {
-        time: "2026-11-26T04:10:00.123Z".into(),
+        time: stream_gateway::audit::Timestamp::from_unix_millis(1_795_666_200_123),
         kind: "request",
         request_id: "0123456789abcdef0123456789abcdef".into(),
         tenant: Some("acme".into()),
         user_id: Some("alice".into()),
         service: None,
-        client_ip: Some("203.0.113.7".into()),
+        client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
         method: "POST".into(),
         route: Some("/channels/{type}/{id}/message".into()),
         operation: Some("SendMessage".into()),

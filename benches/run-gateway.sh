@@ -29,4 +29,6 @@ path = "$audit"
 max_file_bytes = 0
 EOT
 fi
-exec env RUST_LOG="${RUST_LOG:-warn}" target/release/stream-gateway --config "$conf"
+# GATEWAY_WRAP: a command to run the binary under (benches/callgrind.sh: valgrind).
+# shellcheck disable=SC2086
+exec env RUST_LOG="${RUST_LOG:-warn}" ${GATEWAY_WRAP:-} target/release/stream-gateway --config "$conf"

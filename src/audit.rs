@@ -15,6 +15,9 @@
 //! retried until it is written; with `drop`, it is dropped and counted.
 
 mod encode;
+mod time;
+
+pub use time::Timestamp;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,8 +37,8 @@ const GATHER: Duration = Duration::from_millis(5);
 /// One audited request or websocket session.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Record {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: String,
+    /// RFC 3339, UTC, milliseconds (formatted when the record is encoded).
+    pub time: Timestamp,
     /// `request` or `websocket`.
     pub kind: &'static str,
     pub request_id: String,
@@ -45,8 +48,8 @@ pub struct Record {
     /// The service account of a service request; absent on user records.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    pub client_ip: Option<String>,
-    pub method: String,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub method: std::borrow::Cow<'static, str>,
     /// Route template from the route table (`/channels/{type}/{id}/message`).
     pub route: Option<std::sync::Arc<str>>,
     /// Operation name from the route table (`SendMessage`).
@@ -357,11 +360,6 @@ fn rotate(path: &std::path::Path, keep: u32) {
     if let Err(e) = std::fs::rename(path, numbered(1)) {
         tracing::error!(path = %path.display(), error = %e, "cannot rotate the audit file");
     }
-}
-
-/// Now, as the audit record's `time`.
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]

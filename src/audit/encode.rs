@@ -10,8 +10,9 @@ use super::Record;
 impl Record {
     /// Appends the record as JSON (no newline) to `out`.
     pub fn encode_json(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"{\"time\":");
-        string(out, &self.time);
+        out.extend_from_slice(b"{\"time\":\"");
+        out.extend_from_slice(&self.time.rfc3339());
+        out.push(b'"');
         out.extend_from_slice(b",\"kind\":");
         string(out, self.kind);
         out.extend_from_slice(b",\"request_id\":");
@@ -25,7 +26,14 @@ impl Record {
             string(out, service);
         }
         out.extend_from_slice(b",\"client_ip\":");
-        opt_string(out, self.client_ip.as_deref());
+        match self.client_ip {
+            Some(ip) => {
+                out.push(b'"');
+                out.extend_from_slice(crate::ip_text::IpText::new(ip).as_bytes());
+                out.push(b'"');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
         out.extend_from_slice(b",\"method\":");
         string(out, &self.method);
         out.extend_from_slice(b",\"route\":");
@@ -106,13 +114,13 @@ mod tests {
 
     fn record() -> Record {
         Record {
-            time: "2026-11-26T04:10:00.123Z".into(),
+            time: super::super::Timestamp::from_unix_millis(1_795_666_200_123),
             kind: "request",
             request_id: "0123456789abcdef0123456789abcdef".into(),
             tenant: Some("acme".into()),
             user_id: Some("alice@x_y-z".into()),
             service: None,
-            client_ip: Some("::1".into()),
+            client_ip: Some("::1".parse().unwrap()),
             method: "GET".into(),
             route: Some("/channels/{type}/{id}".into()),
             operation: Some("GetOrCreateChannel".into()),

@@ -3,13 +3,13 @@ use super::*;
 
 fn record(i: u64) -> Record {
     Record {
-        time: now_rfc3339(),
+        time: Timestamp::now(),
         kind: "request",
         request_id: format!("r{i}"),
         tenant: Some("acme".into()),
         service: None,
         user_id: Some("alice".into()),
-        client_ip: Some("127.0.0.1".into()),
+        client_ip: Some(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
         method: "GET".into(),
         route: Some("/app".into()),
         operation: Some("GetApp".into()),

@@ -10,6 +10,9 @@
 /// Longest raw (and normalised) path accepted, in bytes.
 pub const MAX_PATH_BYTES: usize = 2048;
 
+use smallvec::SmallVec;
+use std::borrow::Cow;
+
 /// Why a path was refused. Messages are safe to show to a client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -36,80 +39,162 @@ pub enum PathError {
 }
 
 /// Segments of a normalised path; each segment is non-empty.
+///
+/// The forwarded form (`/a/b/c`, or `/` for the root) is kept as one string,
+/// borrowed from the request when it is already canonical (the usual case:
+/// no allocation), and each segment is a byte range into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedPath {
-    segments: Vec<String>,
+pub struct NormalizedPath<'a> {
+    text: Cow<'a, str>,
+    bounds: SmallVec<[(u16, u16); 16]>,
 }
 
-impl NormalizedPath {
-    pub fn segments(&self) -> &[String] {
-        &self.segments
+impl<'a> NormalizedPath<'a> {
+    /// The segments, in order; none is empty, `.` or `..`.
+    pub fn segments(&self) -> Segments<'_> {
+        Segments {
+            text: &self.text,
+            bounds: self.bounds.iter(),
+        }
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.bounds.len()
     }
 
     /// The path as it should be forwarded: `/` plus the segments joined by `/`.
-    pub fn to_path_string(&self) -> String {
-        if self.segments.is_empty() {
-            return "/".to_string();
-        }
-        let mut out = String::with_capacity(self.byte_len());
-        for segment in &self.segments {
-            out.push('/');
-            out.push_str(segment);
-        }
-        out
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
-    fn byte_len(&self) -> usize {
-        self.segments
-            .iter()
-            .map(|s| s.len() + 1)
-            .sum::<usize>()
-            .max(1)
+    pub fn to_path_string(&self) -> String {
+        self.text.to_string()
     }
 }
 
+/// Iterator over the segments of a [`NormalizedPath`].
+#[derive(Debug, Clone)]
+pub struct Segments<'p> {
+    text: &'p str,
+    bounds: std::slice::Iter<'p, (u16, u16)>,
+}
+
+impl<'p> Iterator for Segments<'p> {
+    type Item = &'p str;
+
+    fn next(&mut self) -> Option<&'p str> {
+        let &(start, end) = self.bounds.next()?;
+        self.text.get(usize::from(start)..usize::from(end))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.bounds.size_hint()
+    }
+}
+
+impl ExactSizeIterator for Segments<'_> {}
+
 /// Normalises the path part of a request target (no query string).
-pub fn normalize(raw_path: &str) -> Result<NormalizedPath, PathError> {
+pub fn normalize(raw_path: &str) -> Result<NormalizedPath<'_>, PathError> {
     if !raw_path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     if raw_path.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
     }
-    let mut segments: Vec<String> = Vec::new();
+    if let Some(bounds) = canonical_bounds(raw_path) {
+        return Ok(NormalizedPath {
+            text: Cow::Borrowed(raw_path),
+            bounds,
+        });
+    }
+    let mut text = String::with_capacity(raw_path.len());
+    let mut bounds: SmallVec<[(u16, u16); 16]> = SmallVec::new();
     for raw_segment in raw_path[1..].split('/') {
         if raw_segment.is_empty() {
             continue;
         }
         // Decode first so that `%2e%2E` is recognised as `..`: Stream (or any
         // proxy in between) may decode it and climb, so we must climb too.
-        let segment = decode_segment(raw_segment)?;
-        match segment.as_str() {
-            "." => {}
+        let slash = text.len();
+        text.push('/');
+        decode_segment(raw_segment, &mut text)?;
+        match &text[slash + 1..] {
+            "." => text.truncate(slash),
             ".." => {
-                if segments.pop().is_none() {
+                text.truncate(slash);
+                let Some((parent, _)) = bounds.pop() else {
                     return Err(PathError::AboveRoot);
-                }
+                };
+                text.truncate(usize::from(parent) - 1);
             }
-            _ => segments.push(segment),
+            _ => bounds.push((to_u16(slash + 1), to_u16(text.len()))),
         }
     }
-    let path = NormalizedPath { segments };
-    // Encoding non-ASCII bytes can grow the path; refusing here keeps the
-    // output re-normalisable (normalize(to_path_string) is the identity).
-    if path.byte_len() > MAX_PATH_BYTES {
+    // Encoding non-ASCII bytes can grow the path (to at most three times
+    // MAX_PATH_BYTES, so the bounds fit in u16); refusing here keeps the
+    // output re-normalisable (normalize(as_str) is the identity).
+    if text.len() > MAX_PATH_BYTES {
         return Err(PathError::TooLong);
     }
-    Ok(path)
+    if text.is_empty() {
+        text.push('/');
+    }
+    Ok(NormalizedPath {
+        text: Cow::Owned(text),
+        bounds,
+    })
+}
+
+/// The segment ranges of a path that normalisation would return unchanged:
+/// only unreserved and raw-safe bytes, no empty, `.` or `..` segment, no
+/// trailing slash. `None` sends the path through the full normaliser.
+fn canonical_bounds(path: &str) -> Option<SmallVec<[(u16, u16); 16]>> {
+    let bytes = path.as_bytes();
+    let mut bounds = SmallVec::new();
+    if bytes.len() == 1 {
+        return Some(bounds);
+    }
+    let mut start = 1;
+    for (i, &byte) in bytes.iter().enumerate().skip(1) {
+        if byte == b'/' {
+            push_canonical(&mut bounds, bytes, start, i)?;
+            start = i + 1;
+        } else if !(is_unreserved(byte) || is_raw_path_safe(byte)) {
+            return None;
+        }
+    }
+    push_canonical(&mut bounds, bytes, start, bytes.len())?;
+    Some(bounds)
+}
+
+fn push_canonical(
+    bounds: &mut SmallVec<[(u16, u16); 16]>,
+    bytes: &[u8],
+    start: usize,
+    end: usize,
+) -> Option<()> {
+    match &bytes[start..end] {
+        b"" | b"." | b".." => None,
+        _ => {
+            bounds.push((to_u16(start), to_u16(end)));
+            Some(())
+        }
+    }
+}
+
+/// Offsets are below `3 * MAX_PATH_BYTES` (each raw byte escapes to at most
+/// three), so they fit.
+fn to_u16(offset: usize) -> u16 {
+    u16::try_from(offset).unwrap_or(u16::MAX)
 }
 
 /// One round of percent-decoding, limited to unreserved characters, so that a
 /// byte has exactly one spelling in the output. An encoded `%` (`%25`) is
 /// refused: `%252e` would be data to us but a dot segment to any hop that
 /// decodes twice, and no Stream id (user, channel, message) contains `%`.
-fn decode_segment(raw: &str) -> Result<String, PathError> {
+fn decode_segment(raw: &str, out: &mut String) -> Result<(), PathError> {
     let bytes = raw.as_bytes();
-    let mut out = String::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         let byte = bytes[i];
@@ -130,7 +215,7 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
             if is_unreserved(value) {
                 out.push(char::from(value));
             } else {
-                push_escaped(&mut out, value);
+                push_escaped(out, value);
             }
             i += 3;
         } else {
@@ -141,12 +226,12 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
                 // Non-ASCII bytes and characters that RFC 3986 does not allow
                 // raw in a path (space, `?`, `#`, `{`, ...) are escaped so that
                 // the forwarded path is plain ASCII and cannot be re-split.
-                push_escaped(&mut out, byte);
+                push_escaped(out, byte);
             }
             i += 1;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Bytes refused whether raw or escaped: each can make a server or an
@@ -267,8 +352,9 @@ mod tests {
     #[test]
     fn segments_are_non_empty_and_decoded() {
         let path = normalize("//a/%42//c/").unwrap();
-        assert_eq!(path.segments(), ["a", "B", "c"]);
-        assert!(normalize("/").unwrap().segments().is_empty());
+        assert_eq!(path.segments().collect::<Vec<_>>(), ["a", "B", "c"]);
+        assert_eq!(path.segment_count(), 3);
+        assert_eq!(normalize("/").unwrap().segments().count(), 0);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use super::normalize::NormalizedPath;
+use super::normalize::{NormalizedPath, Segments};
 use super::validate_route;
 
 mod tsv;
@@ -192,14 +192,13 @@ impl RouteTable {
         Ok(table)
     }
 
-    pub fn classify(&self, method: &str, path: &NormalizedPath) -> Option<RouteMatch<'_>> {
-        let segments = path.segments();
-        if segments.len() > self.max_depth {
+    pub fn classify(&self, method: &str, path: &NormalizedPath<'_>) -> Option<RouteMatch<'_>> {
+        if path.segment_count() > self.max_depth {
             return None;
         }
-        let route = &self.routes[self.lookup(0, segments, method)?];
-        let mut canonical_path = String::with_capacity(segments.iter().map(|s| s.len() + 1).sum());
-        for (template_segment, segment) in template_segments(&route.template).zip(segments) {
+        let route = &self.routes[self.lookup(0, path.segments(), method)?];
+        let mut canonical_path = String::with_capacity(path.as_str().len());
+        for (template_segment, segment) in template_segments(&route.template).zip(path.segments()) {
             canonical_path.push('/');
             canonical_path.push_str(if is_placeholder(template_segment) {
                 segment
@@ -259,9 +258,9 @@ impl RouteTable {
     /// for this method: `GET /messages/history` falls back to
     /// `GET /messages/{id}`. Depth is bounded by `max_depth`, so the
     /// backtracking stays tiny.
-    fn lookup(&self, node: usize, segments: &[String], method: &str) -> Option<usize> {
+    fn lookup(&self, node: usize, mut segments: Segments<'_>, method: &str) -> Option<usize> {
         let node = &self.nodes[node];
-        let Some((first, rest)) = segments.split_first() else {
+        let Some(first) = segments.next() else {
             return node
                 .routes
                 .iter()
@@ -272,12 +271,12 @@ impl RouteTable {
             .literals
             .binary_search_by(|(literal, _)| cmp_ignore_ascii_case(literal, first))
         {
-            if let Some(found) = self.lookup(node.literals[pos].1, rest, method) {
+            if let Some(found) = self.lookup(node.literals[pos].1, segments.clone(), method) {
                 return Some(found);
             }
         }
         node.wildcard
-            .and_then(|child| self.lookup(child, rest, method))
+            .and_then(|child| self.lookup(child, segments, method))
     }
 
     /// Adds a route unless one with the same method and path shape exists

@@ -101,13 +101,14 @@ pub(super) async fn write_record(
         (None, _) => "forwarded",
     };
     let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
-    let status_label = status.to_string();
+    let mut status_digits = itoa::Buffer::new();
+    let status_label = status_digits.format(status);
     m.requests
         .with_label_values(&[
             tenant_id,
             operation.as_deref().unwrap_or("-"),
             decision,
-            &status_label,
+            status_label,
         ])
         .inc();
     if !websocket {
@@ -127,7 +128,7 @@ pub(super) async fn write_record(
                 &service.name,
                 operation.as_deref().unwrap_or("-"),
                 decision,
-                &status_label,
+                status_label,
             ])
             .inc();
         let limit = match &ctx.refusal {
@@ -171,14 +172,14 @@ pub(super) async fn write_record(
         .and_then(|f| f.user_id())
         .map(str::to_string);
     let record = audit::Record {
-        time: audit::now_rfc3339(),
+        time: audit::Timestamp::now(),
         kind: if websocket { "websocket" } else { "request" },
         request_id: std::mem::take(&mut ctx.request_id),
         tenant: tenant.map(|t| t.id.clone()),
         user_id,
         service: ctx.service.as_ref().map(|s| s.name.clone()),
-        client_ip: ctx.client_ip.map(|ip| ip.to_string()),
-        method: method.to_string(),
+        client_ip: ctx.client_ip,
+        method: method_text(method),
         route,
         operation,
         decision,
@@ -195,6 +196,17 @@ pub(super) async fn write_record(
     match ctx.audit_permit.take() {
         Some(permit) => audit.write_reserved(permit, record),
         None => audit.write(record).await,
+    }
+}
+
+/// The method for the audit record: the standard ones without an allocation.
+fn method_text(method: &str) -> std::borrow::Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => std::borrow::Cow::Borrowed(m),
+        None => std::borrow::Cow::Owned(method.to_string()),
     }
 }
 

@@ -4,7 +4,6 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use super::super::respond::ip_header;
 pub(super) use super::super::upstream_headers::Added;
 use super::super::upstream_headers::STRIPPED_HEADERS;
 pub(super) use super::chunked::Chunked;
@@ -211,7 +210,11 @@ pub(super) fn upstream_head(
     }
     header(out, b"host", added.host.as_bytes());
     if let Some(ip) = added.client_ip {
-        header(out, b"x-forwarded-for", ip_header(ip).as_bytes());
+        header(
+            out,
+            b"x-forwarded-for",
+            crate::ip_text::IpText::new(ip).as_bytes(),
+        );
     }
     header(out, b"x-forwarded-proto", added.proto.as_bytes());
     header(out, b"x-request-id", added.request_id.as_bytes());

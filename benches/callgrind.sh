@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# User-space instructions per request of the release gateway (issue 8, item 2),
+# a number the box's load does not move: the peer harness's nginx upstream, the
+# gateway with benches/gateway-bench.toml (GATEWAY_FULL=1 by default: limits and
+# the audit file too) under `valgrind --tool=callgrind`, instrumentation off
+# during a WARM-second `wrk -t1 -c1` warm-up, then on for MEASURE seconds;
+# prints total instructions ÷ requests, and with TOP=n the n costliest
+# functions (inclusive) from callgrind_annotate.
+#   cargo build --release --bin stream-gateway
+#   benches/callgrind.sh                  (WARM=4 MEASURE=8 TOP=0)
+# valgrind hides the CPU's SHA extensions, so the verified-session cache's
+# SHA-256 costs ~10k instructions here in software (a few hundred on the real
+# CPU): compare builds, not absolute numbers. Loopback only; stops what it
+# started, by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=$(cd "${SHARED:-../shared/bench}" && pwd)
+WARM=${WARM:-4}
+MEASURE=${MEASURE:-8}
+TOP=${TOP:-0}
+for tool in wrk nginx valgrind callgrind_control callgrind_annotate; do
+  command -v "$tool" >/dev/null || { echo "callgrind: needs $tool (apt-get install wrk nginx-light valgrind)" >&2; exit 1; }
+done
+[[ -x target/release/stream-gateway ]] || {
+  echo "callgrind: build first: cargo build --release --bin stream-gateway" >&2; exit 1; }
+for port in 9001 9100; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "callgrind: 127.0.0.1:$port is already in use (another bench still running?)" >&2; exit 1
+  fi
+done
+RUN_DIR=$(mktemp -d -t callgrind.XXXXXX)
+mkdir -p "$RUN_DIR/tmp-upstream"
+export BENCH_WORKERS=1 BENCH_APP_SECRET=bench-app-secret-not-for-production
+export BENCH_STREAM_SECRET=bench-stream-secret-not-for-production
+export BENCH_STREAM_API_KEY=bench-key BENCH_LISTEN=127.0.0.1:9100 BENCH_UPSTREAM=http://127.0.0.1:9001
+export GATEWAY_FULL=${GATEWAY_FULL:-1} GATEWAY_AUDIT_FILE="$RUN_DIR/audit.jsonl"
+TOKEN=$(python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
+BENCH_PATH="/channels/messaging/general?api_key=bench-key"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "callgrind: port $1 not open" >&2; exit 1; }
+nginx -p "$RUN_DIR" -c "$SHARED/nginx-upstream.conf" -g "daemon off; worker_processes 1;" >"$RUN_DIR/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port 9001
+# run-gateway.sh renders the config and execs the binary under valgrind.
+GATEWAY_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=$RUN_DIR/callgrind.out" \
+  benches/run-gateway.sh >"$RUN_DIR/gateway.log" 2>&1 &
+GW=$!
+PIDS+=($GW)
+wait_port 9100
+wrk -t1 -c1 -d"${WARM}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100$BENCH_PATH" >/dev/null
+callgrind_control -i on "$GW" >/dev/null 2>&1
+out=$(wrk -t1 -c1 -d"${MEASURE}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100$BENCH_PATH")
+callgrind_control -i off "$GW" >/dev/null 2>&1
+callgrind_control -d "$GW" >/dev/null 2>&1
+non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+[[ -z "$non2xx" ]] || { echo "callgrind: the gateway answered $non2xx non-2xx" >&2; exit 1; }
+reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+# The dump is written next to the out file with a suffix (.1, .2, ...).
+dump=$(ls -t "$RUN_DIR"/callgrind.out.* | head -1)
+total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
+echo "requests=$reqs instructions=$total per_request=$((total / reqs)) (GATEWAY_FULL=$GATEWAY_FULL, raw: $RUN_DIR)"
+if ((TOP > 0)); then
+  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n "1,$((TOP + 2))p"
+fi
