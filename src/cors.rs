@@ -7,7 +7,9 @@
 //! upgrades from any other origin (403, code 17). A tenant without
 //! `allowed_origins` gets no CORS headers and no Origin check.
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
+
+use crate::headers::RequestHeaders;
 
 use crate::tenant::Tenant;
 
@@ -38,21 +40,20 @@ pub enum Cors {
 }
 
 /// Checks the request's `Origin` against the tenant's list.
-pub fn check(tenant: Option<&Tenant>, headers: &HeaderMap) -> Cors {
+pub fn check(tenant: Option<&Tenant>, headers: &impl RequestHeaders) -> Cors {
     let Some(t) = tenant.filter(|t| !t.allowed_origins.is_empty()) else {
         return Cors::Off;
     };
-    let mut origins = headers.get_all(http::header::ORIGIN).iter();
+    let mut origins = headers.all("origin");
     match (origins.next(), origins.next()) {
         (None, _) => Cors::Off,
-        (Some(o), None)
-            if t.allowed_origins
-                .iter()
-                .any(|a| a.as_bytes() == o.as_bytes()) =>
-        {
-            Cors::Allowed {
-                origin: o.clone(),
-                credentials: t.cookie.is_some(),
+        (Some(o), None) if t.allowed_origins.iter().any(|a| a.as_bytes() == o) => {
+            match HeaderValue::from_bytes(o) {
+                Ok(origin) => Cors::Allowed {
+                    origin,
+                    credentials: t.cookie.is_some(),
+                },
+                Err(_) => Cors::Refused,
             }
         }
         _ => Cors::Refused,
@@ -60,8 +61,8 @@ pub fn check(tenant: Option<&Tenant>, headers: &HeaderMap) -> Cors {
 }
 
 /// A CORS preflight: `OPTIONS` with `Access-Control-Request-Method`.
-pub fn is_preflight(method: &http::Method, headers: &HeaderMap) -> bool {
-    method == http::Method::OPTIONS && headers.contains_key("access-control-request-method")
+pub fn is_preflight(method: &http::Method, headers: &impl RequestHeaders) -> bool {
+    method == http::Method::OPTIONS && headers.contains("access-control-request-method")
 }
 
 /// The headers an allowed origin's answers carry, as (name, value) pairs.

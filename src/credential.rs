@@ -11,8 +11,7 @@
 //! [`service_marked`] reads the `Stream-Auth-Type: service` marker of
 //! service-account requests (see `service.rs`).
 
-use http::HeaderMap;
-
+use crate::headers::{visible_ascii, RequestHeaders};
 use crate::query::{is_key, Pair};
 use crate::refusal::Refusal;
 
@@ -60,12 +59,10 @@ fn merge<'a>(token: &mut Option<&'a str>, candidate: &'a str) -> Result<(), Refu
     }
 }
 
-pub fn extract(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<Credential, Refusal> {
+pub fn extract(headers: &impl RequestHeaders, query: &[Pair<'_>]) -> Result<Credential, Refusal> {
     let mut token: Option<&str> = None;
-    for v in headers.get_all(http::header::AUTHORIZATION) {
-        let v = v
-            .to_str()
-            .map_err(|_| Refusal::BadRequest("Authorization header is not ASCII"))?;
+    for v in headers.all("authorization") {
+        let v = visible_ascii(v).ok_or(Refusal::BadRequest("Authorization header is not ASCII"))?;
         merge(&mut token, v)?;
     }
     for p in query.iter().filter(|p| is_key(p, "authorization")) {
@@ -75,9 +72,8 @@ pub fn extract(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<Credential, Re
         return Ok(Credential::Token(t.to_string()));
     }
     let anonymous = headers
-        .get_all("stream-auth-type")
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"anonymous"))
+        .all("stream-auth-type")
+        .any(|v| v.eq_ignore_ascii_case(b"anonymous"))
         || query
             .iter()
             .any(|p| is_key(p, "stream-auth-type") && p.value.eq_ignore_ascii_case("anonymous"));
@@ -92,18 +88,14 @@ pub fn extract(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<Credential, Re
 /// `Stream-Auth-Type: service` (header, or the `stream-auth-type` query
 /// parameter; any case). The marker next to another auth type is refused
 /// rather than picking one.
-pub fn service_marked(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<bool, Refusal> {
+pub fn service_marked(headers: &impl RequestHeaders, query: &[Pair<'_>]) -> Result<bool, Refusal> {
     let (mut service, mut other) = (false, false);
-    let values = headers
-        .get_all("stream-auth-type")
-        .iter()
-        .map(|v| v.as_bytes())
-        .chain(
-            query
-                .iter()
-                .filter(|p| is_key(p, "stream-auth-type"))
-                .map(|p| p.value.as_bytes()),
-        );
+    let values = headers.all("stream-auth-type").chain(
+        query
+            .iter()
+            .filter(|p| is_key(p, "stream-auth-type"))
+            .map(|p| p.value.as_bytes()),
+    );
     for v in values {
         if v.eq_ignore_ascii_case(crate::service::AUTH_TYPE.as_bytes()) {
             service = true;
@@ -122,12 +114,10 @@ pub fn service_marked(headers: &HeaderMap, query: &[Pair<'_>]) -> Result<bool, R
 /// The value of cookie `name` from the `Cookie` header(s); `None` when it
 /// is absent or empty. The same cookie twice with different values (cookie
 /// tossing from a sibling subdomain) is refused rather than picking one.
-pub fn from_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Refusal> {
+pub fn from_cookie(headers: &impl RequestHeaders, name: &str) -> Result<Option<String>, Refusal> {
     let mut found: Option<&str> = None;
-    for h in headers.get_all(http::header::COOKIE) {
-        let h = h
-            .to_str()
-            .map_err(|_| Refusal::BadRequest("Cookie header is not ASCII"))?;
+    for h in headers.all("cookie") {
+        let h = visible_ascii(h).ok_or(Refusal::BadRequest("Cookie header is not ASCII"))?;
         for pair in h.split(';') {
             let Some((k, v)) = pair.split_once('=') else {
                 continue;
@@ -157,14 +147,14 @@ pub fn from_cookie(headers: &HeaderMap, name: &str) -> Result<Option<String>, Re
 /// or not a browser) is accepted only for GET and HEAD, which on Stream's
 /// client routes only read.
 pub fn check_cookie_origin(
-    headers: &HeaderMap,
+    headers: &impl RequestHeaders,
     method: &str,
     allowed: &[String],
 ) -> Result<(), Refusal> {
-    let mut origins = headers.get_all(http::header::ORIGIN).iter();
+    let mut origins = headers.all("origin");
     match (origins.next(), origins.next()) {
         (Some(o), None) => {
-            return if allowed.iter().any(|a| a.as_bytes() == o.as_bytes()) {
+            return if allowed.iter().any(|a| a.as_bytes() == o) {
                 Ok(())
             } else {
                 Err(Refusal::OriginNotAllowed)
@@ -173,7 +163,7 @@ pub fn check_cookie_origin(
         (Some(_), Some(_)) => return Err(Refusal::OriginNotAllowed),
         (None, _) => {}
     }
-    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+    match headers.first("sec-fetch-site") {
         Some(b"same-origin") | Some(b"none") => Ok(()),
         Some(_) => Err(Refusal::OriginNotAllowed),
         None if method == "GET" || method == "HEAD" => Ok(()),
@@ -185,6 +175,7 @@ pub fn check_cookie_origin(
 mod tests {
     use super::*;
     use crate::query::parse;
+    use http::HeaderMap;
     use http::HeaderValue;
 
     fn headers(auth: &[&str], kind: Option<&str>) -> HeaderMap {

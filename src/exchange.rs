@@ -13,8 +13,8 @@
 
 use std::sync::Arc;
 
+use crate::headers::RequestHeaders;
 use arc_swap::ArcSwap;
-use http::HeaderMap;
 
 use crate::credential::{self, Credential};
 use crate::policy::{Decision, Policy};
@@ -153,7 +153,7 @@ impl Exchange {
         method: &str,
         path: &str,
         raw_query: Option<&str>,
-        headers: &HeaderMap,
+        headers: &impl RequestHeaders,
         websocket: bool,
         now: u64,
     ) -> Result<Forward, Refusal> {
@@ -168,7 +168,7 @@ impl Exchange {
         method: &str,
         path: &str,
         raw_query: Option<&str>,
-        headers: &HeaderMap,
+        headers: &impl RequestHeaders,
         websocket: bool,
         now: u64,
     ) -> Result<Forward, Refused> {

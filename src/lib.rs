@@ -55,6 +55,7 @@ pub mod connections;
 pub mod cors;
 pub mod credential;
 pub mod exchange;
+pub mod headers;
 pub mod ip_text;
 pub mod limits;
 pub mod metrics;

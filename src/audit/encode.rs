@@ -98,7 +98,12 @@ fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // A fold without early exit: branch-free, so it is vectorised (the
+    // strings are short and almost never need escaping).
+    let plain = s
+        .bytes()
+        .fold(true, |ok, b| ok & (b >= 0x20) & (b != b'"') & (b != b'\\'));
+    if !plain {
         // Writing to a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, s);
     } else {

@@ -5,7 +5,7 @@ use crate::config::Secret;
 use crate::policy::UnknownRoutes;
 use crate::session::{JwtKey, JwtOptions, JwtVerifier};
 use crate::stream_token::TokenMinter;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use std::future::Future;
 use std::time::Duration;

@@ -31,10 +31,10 @@ impl Gateway {
         &self,
         method: &http::Method,
         query: Option<&str>,
-        headers: &http::HeaderMap,
+        headers: &impl crate::headers::RequestHeaders,
         ctx: &mut RequestCtx,
     ) -> CorsStep {
-        if !headers.contains_key(http::header::ORIGIN) {
+        if !headers.contains("origin") {
             return CorsStep::Continue;
         }
         let tenant = self.exchange.tenant_of(query);

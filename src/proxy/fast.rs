@@ -173,8 +173,17 @@ pub(crate) async fn serve(
             }
         }
         let stopping = *shutdown.borrow();
-        let body = &buf[head.len..end];
-        let keep = handle(gw, &mut tcp, &head, body, client_ip, &mut scratch, stopping).await;
+        let request = &buf[..end];
+        let keep = handle(
+            gw,
+            &mut tcp,
+            &head,
+            request,
+            client_ip,
+            &mut scratch,
+            stopping,
+        )
+        .await;
         buf.advance(end);
         if !keep {
             let _ = tcp.shutdown().await;
@@ -235,15 +244,17 @@ async fn handle(
     gw: &Gateway,
     tcp: &mut TcpStream,
     head: &wire::Head,
-    body: &[u8],
+    request: &[u8],
     client_ip: Option<std::net::IpAddr>,
     s: &mut Scratch,
     stopping: bool,
 ) -> bool {
     crate::metrics::get().fast_path_requests.inc();
+    let body = request.get(head.len..).unwrap_or_default();
+    let headers = head.headers(request);
     let mut ctx = RequestCtx {
         started: Some(Instant::now()),
-        request_id: request_id(&head.headers),
+        request_id: request_id(&headers),
         client_ip,
         bytes_in: body.len() as u64,
         ..RequestCtx::default()
@@ -254,9 +265,9 @@ async fn handle(
     // A stopping server answers, then closes (as pingora's path does).
     let close = head.close || stopping;
     let method = head.method.as_str();
-    let (path, query) = (head.target.path(), head.target.query());
+    let (path, query) = (head.path(request), head.query(request));
     // CORS first, as on pingora's path.
-    let cors_step = gw.cors_step(&head.method, query, &head.headers, &mut ctx);
+    let cors_step = gw.cors_step(&head.method, query, &headers, &mut ctx);
     if let CorsStep::Preflight = cors_step {
         let keep = preflight(tcp, &mut ctx, close, s, gw).await && !close;
         let looked_up = gw.looked_up(method, path, query, &ctx);
@@ -267,7 +278,7 @@ async fn handle(
         CorsStep::Refuse => Err(Refusal::OriginNotAllowed.into()),
         _ => {
             gw.exchange
-                .decide_traced(method, path, query, &head.headers, false, unix_now())
+                .decide_traced(method, path, query, &headers, false, unix_now())
                 .await
         }
     };
@@ -299,7 +310,7 @@ async fn handle(
             ctx.refusal = Some(refusal);
             (status, sent && !close)
         }
-        Ok(()) => upstream::proxy(gw, tcp, head, body, &mut ctx, close, s).await,
+        Ok(()) => upstream::proxy(gw, tcp, head, request, &mut ctx, close, s).await,
     };
     let looked_up = gw.looked_up(method, path, query, &ctx);
     write_record(gw.audit.as_ref(), method, status, looked_up, None, &mut ctx).await;

@@ -213,11 +213,10 @@ fn method_text(method: &str) -> std::borrow::Cow<'static, str> {
 /// The request's id: the client's `X-Request-Id` when it is a sane token
 /// (1-128 of `A-Z a-z 0-9 - _ . :`), else a new one (process-random prefix
 /// and a counter: unique, not secret).
-pub(super) fn request_id(headers: &http::HeaderMap) -> String {
+pub(super) fn request_id(headers: &impl crate::headers::RequestHeaders) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::OnceLock;
-    if let Some(v) = headers.get("x-request-id") {
-        let b = v.as_bytes();
+    if let Some(b) = headers.first("x-request-id") {
         if !b.is_empty()
             && b.len() <= 128
             && b.iter()

@@ -20,11 +20,12 @@ pub(super) async fn proxy(
     gw: &Gateway,
     tcp: &mut TcpStream,
     head: &wire::Head,
-    body: &[u8],
+    request: &[u8],
     ctx: &mut RequestCtx,
     close: bool,
     s: &mut Scratch,
 ) -> (u16, bool) {
+    let body = request.get(head.len..).unwrap_or_default();
     let Some(forward) = ctx.forward.as_ref() else {
         // Never: `handle` stores the decision before forwarding.
         let refusal = Refusal::Internal;
@@ -36,7 +37,7 @@ pub(super) async fn proxy(
         &mut s.out,
         &head.method,
         &forward.path_and_query,
-        &head.headers,
+        &head.headers(request),
         &forward.auth,
         &wire::Added {
             host: &gw.upstream.host_header,
@@ -65,7 +66,7 @@ pub(super) async fn proxy(
                 status = refusal.status(),
                 "upstream request failed: {} {}",
                 head.method,
-                head.target.path()
+                head.path(request)
             );
             let status = refusal.status();
             refuse(tcp, &refusal, ctx, true, s, gw).await;

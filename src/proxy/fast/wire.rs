@@ -2,13 +2,15 @@
 //! (everything unusual is left to pingora), the upstream request head, the
 //! response head the client gets, and where a chunked body ends.
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
+use smallvec::SmallVec;
 
 pub(super) use super::super::upstream_headers::Added;
 use super::super::upstream_headers::STRIPPED_HEADERS;
 pub(super) use super::chunked::Chunked;
 use crate::config::ClientLimits;
 use crate::exchange::ForwardAuth;
+use crate::headers::{FieldSpan, RawHeaders};
 
 /// Header slots for parsing; a head with more fields goes to pingora (whose
 /// own checks answer `max_headers`).
@@ -21,12 +23,15 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// A client request the fast path takes: HTTP/1.1, origin-form target, a
 /// body of at most [`MAX_BODY`] bytes framed by `Content-Length`, no upgrade,
-/// no CORS, one `Host`.
+/// one `Host`. The target and the fields are kept as ranges of the read
+/// buffer ([`Head::target`], [`Head::headers`] with the request's bytes).
 #[derive(Debug)]
 pub(super) struct Head {
     pub method: Method,
-    pub target: http::uri::PathAndQuery,
-    pub headers: HeaderMap,
+    /// The request target's range, and where its `?` is, if anywhere.
+    target: (u32, u32),
+    query_at: Option<u32>,
+    fields: SmallVec<[FieldSpan; 16]>,
     /// The client asked to close after this request.
     pub close: bool,
     /// Length of the head in the read buffer.
@@ -37,6 +42,37 @@ pub(super) struct Head {
     pub has_length: bool,
 }
 
+impl Head {
+    /// The request target (path and query), from the bytes it was parsed
+    /// from (checked to be visible ASCII by [`parse`]).
+    #[cfg(test)]
+    pub fn target<'b>(&self, bytes: &'b [u8]) -> &'b str {
+        text(bytes, self.target.0, self.target.1)
+    }
+
+    pub fn path<'b>(&self, bytes: &'b [u8]) -> &'b str {
+        text(bytes, self.target.0, self.query_at.unwrap_or(self.target.1))
+    }
+
+    pub fn query<'b>(&self, bytes: &'b [u8]) -> Option<&'b str> {
+        self.query_at.map(|at| text(bytes, at + 1, self.target.1))
+    }
+
+    pub fn headers<'b>(&'b self, bytes: &'b [u8]) -> RawHeaders<'b> {
+        RawHeaders::new(bytes, &self.fields)
+    }
+}
+
+fn text(bytes: &[u8], start: u32, end: u32) -> &str {
+    bytes
+        .get(start as usize..end as usize)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+// `Take` holds the head's field ranges inline (no allocation per request);
+// the value is moved once, from `parse` to the connection loop.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Parsed {
     /// The head is not complete yet.
@@ -60,11 +96,12 @@ pub(super) fn parse(buf: &[u8], limits: &ClientLimits) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Leave,
     };
-    match take(&req, limits) {
+    match take(&req, buf, limits) {
         Some(t) => Parsed::Take(Head {
             method: t.method,
             target: t.target,
-            headers: t.headers,
+            query_at: t.query_at,
+            fields: t.fields,
             close: t.close,
             len,
             body_len: t.body_len.unwrap_or(0),
@@ -76,14 +113,64 @@ pub(super) fn parse(buf: &[u8], limits: &ClientLimits) -> Parsed {
 
 struct Taken {
     method: Method,
-    target: http::uri::PathAndQuery,
-    headers: HeaderMap,
+    target: (u32, u32),
+    query_at: Option<u32>,
+    fields: SmallVec<[FieldSpan; 16]>,
     close: bool,
     body_len: Option<usize>,
 }
 
+/// Where `part` (a slice of `buf`) starts and ends in `buf`.
+fn span_of(buf: &[u8], part: &[u8]) -> Option<(u32, u32)> {
+    let start = (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize)?;
+    let end = start.checked_add(part.len())?;
+    if end > buf.len() {
+        return None;
+    }
+    Some((u32::try_from(start).ok()?, u32::try_from(end).ok()?))
+}
+
+/// Bytes the fast path takes raw in a request target: visible ASCII, no
+/// fragment (`#`), and none of the bytes `http`'s URI parser refuses raw
+/// (`<`, `>`, `` ` `` in the path; `"`, `<`, `>` in the query), so pingora's
+/// path would have read the same target. Anything else is left to pingora.
+const TARGET_BYTES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b: u8 = 0x21;
+    while b < 0x7f {
+        let path_ok = !matches!(b, b'#' | b'<' | b'>' | b'`');
+        let query_ok = !matches!(b, b'#' | b'"' | b'<' | b'>');
+        table[b as usize] = (path_ok as u8) | ((query_ok as u8) << 1);
+        b += 1;
+    }
+    table
+};
+
+/// Where the query starts (`?`), when the target is one the fast path
+/// takes ([`TARGET_BYTES`]); `None` leaves the request to pingora.
+fn target_ok(target: &[u8]) -> Option<Option<usize>> {
+    let query_at = target.iter().position(|&b| b == b'?');
+    let (path, query) = target.split_at(query_at.unwrap_or(target.len()));
+    // Folds without early exit: the loops stay branch-free (vectorised).
+    let path_ok = path
+        .iter()
+        .fold(1, |ok, &b| ok & TARGET_BYTES[usize::from(b)]);
+    let query_ok = query
+        .iter()
+        .skip(1)
+        .fold(2, |ok, &b| ok & TARGET_BYTES[usize::from(b)]);
+    (path_ok == 1 && query_ok == 2).then_some(query_at)
+}
+
+/// A field value `http`'s header map takes: no control character but tab.
+fn value_ok(value: &[u8]) -> bool {
+    value.iter().fold(true, |ok, &b| {
+        ok & ((b >= 0x20 || b == b'\t') & (b != 0x7f))
+    })
+}
+
 /// The fast path's eligibility rules; `None` leaves the request to pingora.
-fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken> {
+fn take(req: &httparse::Request<'_, '_>, buf: &[u8], limits: &ClientLimits) -> Option<Taken> {
     if req.version != Some(1) {
         return None;
     }
@@ -107,51 +194,73 @@ fn take(req: &httparse::Request<'_, '_>, limits: &ClientLimits) -> Option<Taken>
     if method == Method::CONNECT {
         return None;
     }
-    let target = http::uri::PathAndQuery::try_from(path).ok()?;
+    let query_at = target_ok(path.as_bytes())?;
+    let target = span_of(buf, path.as_bytes())?;
+    let query_at = match query_at {
+        Some(at) => Some(target.0.checked_add(u32::try_from(at).ok()?)?),
+        None => None,
+    };
     let (mut hosts, mut close) = (0, false);
     let mut body_len: Option<usize> = None;
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut fields = SmallVec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        match name.as_str() {
-            // Chunked bodies, upgrades, 100-continue and hop-by-hop oddities.
-            "transfer-encoding" | "upgrade" | "expect" | "te" | "trailer" | "http2-settings" => {
-                return None
-            }
-            // One Content-Length, plain digits, at most MAX_BODY.
-            "content-length" => {
-                let v = h.value.trim_ascii();
-                if body_len.is_some()
-                    || v.is_empty()
-                    || v.len() > 6
-                    || !v.iter().all(u8::is_ascii_digit)
-                {
-                    return None;
-                }
-                let n: usize = std::str::from_utf8(v).ok()?.parse().ok()?;
-                if n > MAX_BODY {
-                    return None;
-                }
-                body_len = Some(n);
-            }
-            "host" => hosts += 1,
-            "connection" => {
-                for token in h.value.split(|b| *b == b',') {
-                    match token.trim_ascii() {
-                        t if t.eq_ignore_ascii_case(b"close") => close = true,
-                        t if t.eq_ignore_ascii_case(b"keep-alive") || t.is_empty() => {}
-                        _ => return None,
-                    }
-                }
-            }
-            _ => {}
+        let name = h.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        // Chunked bodies, upgrades, 100-continue and hop-by-hop oddities.
+        if [
+            "transfer-encoding",
+            "upgrade",
+            "expect",
+            "te",
+            "trailer",
+            "http2-settings",
+        ]
+        .iter()
+        .any(|n| is(n))
+        {
+            return None;
         }
-        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+        if is("content-length") {
+            // One Content-Length, plain digits, at most MAX_BODY.
+            let v = h.value.trim_ascii();
+            if body_len.is_some()
+                || v.is_empty()
+                || v.len() > 6
+                || !v.iter().all(u8::is_ascii_digit)
+            {
+                return None;
+            }
+            let n: usize = std::str::from_utf8(v).ok()?.parse().ok()?;
+            if n > MAX_BODY {
+                return None;
+            }
+            body_len = Some(n);
+        } else if is("host") {
+            hosts += 1;
+        } else if is("connection") {
+            for token in h.value.split(|b| *b == b',') {
+                match token.trim_ascii() {
+                    t if t.eq_ignore_ascii_case(b"close") => close = true,
+                    t if t.eq_ignore_ascii_case(b"keep-alive") || t.is_empty() => {}
+                    _ => return None,
+                }
+            }
+        }
+        // The same rules as the header map pingora's path builds: a name
+        // `http` takes, a value with no control character.
+        HeaderName::from_bytes(name).ok()?;
+        if !value_ok(h.value) {
+            return None;
+        }
+        let (ns, ne) = span_of(buf, name)?;
+        let (vs, ve) = span_of(buf, h.value)?;
+        fields.push([ns, ne, vs, ve]);
     }
     (hosts == 1).then_some(Taken {
         method,
         target,
-        headers,
+        query_at,
+        fields,
         close,
         body_len,
     })
@@ -182,7 +291,7 @@ pub(super) fn upstream_head(
     out: &mut Vec<u8>,
     method: &Method,
     path_and_query: &str,
-    headers: &HeaderMap,
+    headers: &RawHeaders<'_>,
     auth: &ForwardAuth,
     added: &Added<'_>,
 ) {
@@ -191,15 +300,24 @@ pub(super) fn upstream_head(
     out.push(b' ');
     out.extend_from_slice(path_and_query.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        let n = name.as_str();
-        if STRIPPED_HEADERS.contains(&n)
-            || NOT_COPIED.contains(&n)
-            || (n == "content-length" && added.content_length.is_some())
+    for (name, value) in headers.iter() {
+        // Names in lowercase, as pingora's path (an `http` header map)
+        // writes them; written first, then taken back if not copied.
+        let mark = out.len();
+        out.extend_from_slice(name);
+        out[mark..].make_ascii_lowercase();
+        let lower = &out[mark..];
+        let is = |n: &&str| n.as_bytes() == lower;
+        if STRIPPED_HEADERS.iter().any(is)
+            || NOT_COPIED.iter().any(is)
+            || (lower == b"content-length" && added.content_length.is_some())
         {
+            out.truncate(mark);
             continue;
         }
-        header(out, n.as_bytes(), value.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
     }
     match auth {
         ForwardAuth::User { token, .. } | ForwardAuth::Service { token, .. } => {
@@ -219,7 +337,11 @@ pub(super) fn upstream_head(
     header(out, b"x-forwarded-proto", added.proto.as_bytes());
     header(out, b"x-request-id", added.request_id.as_bytes());
     if let Some(len) = added.content_length {
-        header(out, b"content-length", len.to_string().as_bytes());
+        header(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(len).as_bytes(),
+        );
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -357,7 +479,7 @@ pub(super) fn response(
     }
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.to_string().as_bytes());
+    out.extend_from_slice(itoa::Buffer::new().format(status).as_bytes());
     out.push(b' ');
     let reason = resp.reason.filter(|r| !r.is_empty());
     let reason = reason.or_else(|| {

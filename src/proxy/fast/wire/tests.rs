@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::ClientLimits;
+use crate::headers::RequestHeaders;
 
 fn parse_str(raw: &str) -> Parsed {
     parse(raw.as_bytes(), &ClientLimits::default())
@@ -21,9 +22,14 @@ fn a_plain_get_is_taken_with_its_length_and_headers() {
     let raw = "GET /channels?api_key=k HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\nNEXT";
     let h = taken(raw);
     assert_eq!(h.method, Method::GET);
-    assert_eq!(h.target.path(), "/channels");
-    assert_eq!(h.target.query(), Some("api_key=k"));
-    assert_eq!(h.headers.get("authorization").unwrap(), "Bearer t");
+    let bytes = raw.as_bytes();
+    assert_eq!(h.path(bytes), "/channels");
+    assert_eq!(h.query(bytes), Some("api_key=k"));
+    assert_eq!(h.target(bytes), "/channels?api_key=k");
+    assert_eq!(
+        h.headers(bytes).first("authorization"),
+        Some(&b"Bearer t"[..])
+    );
     assert_eq!(h.len, raw.len() - "NEXT".len());
     assert!(!h.close);
     assert_eq!((h.body_len, h.has_length), (0, false));
@@ -106,11 +112,11 @@ fn auth_user() -> ForwardAuth {
 
 #[test]
 fn the_upstream_head_drops_credentials_and_hop_by_hop_fields_and_adds_ours() {
-    let h = taken(
+    let raw =
         "GET /channels?api_key=k HTTP/1.1\r\nHost: client\r\nAuthorization: s\r\nCookie: c=1\r\n\
          X-Forwarded-For: 6.6.6.6\r\nX-HTTP-Method-Override: DELETE\r\nConnection: keep-alive\r\n\
-         X-Request-Id: theirs\r\nAccept-Encoding: gzip\r\nX-Stream-Client: js\r\n\r\n",
-    );
+         X-Request-Id: theirs\r\nAccept-Encoding: gzip\r\nX-Stream-Client: js\r\n\r\n";
+    let h = taken(raw);
     let mut out = Vec::new();
     let host = HeaderValue::from_static("chat.example");
     let proto = HeaderValue::from_static("http");
@@ -118,7 +124,7 @@ fn the_upstream_head_drops_credentials_and_hop_by_hop_fields_and_adds_ours() {
         &mut out,
         &h.method,
         "/channels?api_key=tenant",
-        &h.headers,
+        &h.headers(raw.as_bytes()),
         &auth_user(),
         &Added {
             host: &host,
@@ -380,17 +386,69 @@ fn mutated_heads_never_break_the_rules_of_what_is_taken() {
                 .unwrap_or_default()
                 .trim_end_matches('\r');
             assert!(request_line.ends_with(" http/1.1"), "{text:?}");
-            assert!(h.target.as_str().starts_with('/'), "{text:?}");
+            assert!(h.target(&buf).starts_with('/'), "{text:?}");
             assert!(h.body_len <= MAX_BODY);
-            assert_eq!(h.headers.get_all("host").iter().count(), 1, "{text:?}");
+            let headers = h.headers(&buf);
+            assert_eq!(headers.all("host").count(), 1, "{text:?}");
             for name in ["transfer-encoding", "upgrade", "expect", "te"] {
-                assert!(!h.headers.contains_key(name), "{name} in {text:?}");
+                assert!(!headers.contains(name), "{name} in {text:?}");
             }
-            assert!(h.headers.get_all("content-length").iter().count() <= 1);
+            assert!(headers.all("content-length").count() <= 1);
+            // Every field the head keeps is one httparse found, as sent.
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut slots);
+            assert!(req.parse(&buf).is_ok_and(|s| s.is_complete()));
+            let parsed: Vec<(&[u8], &[u8])> = req
+                .headers
+                .iter()
+                .map(|f| (f.name.as_bytes(), f.value))
+                .collect();
+            assert_eq!(headers.iter().collect::<Vec<_>>(), parsed, "{text:?}");
         }
     }
     assert!(
         taken > 1_000,
         "the mutations left too few valid heads: {taken}"
     );
+}
+
+/// The fast path takes a target only when `http`'s URI parser (pingora's
+/// path) reads the same path and query from it; every other byte leaves the
+/// request to pingora.
+#[test]
+fn targets_taken_are_read_as_the_uri_parser_reads_them() {
+    let mut taken_count = 0;
+    for b in 0..=255u8 {
+        for target in [
+            [&b"/a"[..], &[b], b"b"].concat(),
+            [&b"/a?x="[..], &[b], b"y"].concat(),
+        ] {
+            let mut raw = b"GET ".to_vec();
+            raw.extend_from_slice(&target);
+            raw.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+            let Parsed::Take(h) = parse(&raw, &ClientLimits::default()) else {
+                continue;
+            };
+            taken_count += 1;
+            let uri = http::uri::PathAndQuery::try_from(&target[..])
+                .unwrap_or_else(|e| panic!("taken {target:?} but http refuses it: {e}"));
+            assert_eq!(h.path(&raw), uri.path(), "{target:?}");
+            assert_eq!(h.query(&raw), uri.query(), "{target:?}");
+        }
+    }
+    // Visible ASCII less the few bytes refused raw, in both positions.
+    assert!(taken_count > 170, "{taken_count}");
+    for refused in [
+        "/a<b",
+        "/a`b",
+        "/a?x=\"y\"",
+        "/a?x=<",
+        "/a#frag",
+        "/caf\u{e9}",
+    ] {
+        assert!(
+            left(&format!("GET {refused} HTTP/1.1\r\nHost: x\r\n\r\n")),
+            "{refused}"
+        );
+    }
 }
