@@ -8,7 +8,8 @@
 # GATEWAY_FULL=1 limits and the audit file too), every server 1 worker, in
 # front of the harness's nginx upstream. For each run it reads the server's
 # user+system CPU ticks (all its processes and threads, /proc) before and
-# after, and prints CPU microseconds per request; runs rotate REPS times.
+# after, and prints CPU microseconds per request, in all and split into user
+# space and kernel (sys); runs rotate REPS times.
 #   cargo build --release --bin stream-gateway --example bare-pingora
 #   benches/cpu-per-request.sh            (SECONDS_EACH=10 REPS=3)
 # Loopback only; stops everything it started, by PID.
@@ -51,7 +52,8 @@ start nginx 9101 nginx -p "$RUN_DIR" -c "$SHARED/nginx-proxy.conf" -g "daemon of
 start haproxy-jwt-mint 9104 haproxy -db -f "$SHARED/haproxy-jwt-mint.cfg"
 start bare-pingora 9107 target/release/examples/bare-pingora 127.0.0.1:9107 127.0.0.1:9001
 start gateway 9100 benches/run-gateway.sh
-# CPU ticks of a process and all its descendants (nginx: master + worker).
+# User and system CPU ticks of a process and all its descendants (nginx:
+# master + worker), all threads.
 tree_ticks() {
   local pids=($1) all=() p
   while ((${#pids[@]})); do
@@ -59,7 +61,8 @@ tree_ticks() {
     for p in "${pids[@]}"; do next+=($(pgrep -P "$p" || true)); done
     pids=("${next[@]}")
   done
-  for p in "${all[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || true; done | awk '{s += $1} END {print s + 0}'
+  for p in "${all[@]}"; do cat /proc/"$p"/stat 2>/dev/null || true; done |
+    awk '{u += $14; s += $15} END {print u + 0, s + 0}'
 }
 HZ=$(getconf CLK_TCK)
 for t in nginx haproxy-jwt-mint bare-pingora gateway; do  # warm-up, checks the answer
@@ -67,19 +70,19 @@ for t in nginx haproxy-jwt-mint bare-pingora gateway; do  # warm-up, checks the 
   [[ "$code" == 200 ]] || { echo "cpu-per-request: $t answered $code" >&2; exit 1; }
   wrk -t1 -c64 -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH" >/dev/null
 done
-printf 'rep\ttarget\trequests\treq_per_s\tcpu_s\tcpu_us_per_req\n'
+printf 'rep\ttarget\trequests\treq_per_s\tcpu_s\tcpu_us_per_req\tuser_us\tsys_us\n'
 order=(nginx haproxy-jwt-mint bare-pingora gateway)
 for rep in $(seq "$REPS"); do
   for i in "${!order[@]}"; do
     t=${order[$(( (i + rep) % ${#order[@]} ))]}
-    c0=$(tree_ticks "${SRV[$t]}")
+    read -r u0 s0 < <(tree_ticks "${SRV[$t]}")
     out=$(wrk -t1 -c64 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH")
-    c1=$(tree_ticks "${SRV[$t]}")
+    read -r u1 s1 < <(tree_ticks "${SRV[$t]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     [[ -z "$non2xx" ]] || { echo "cpu-per-request: $t answered $non2xx non-2xx" >&2; exit 1; }
-    awk -v r="$rep" -v t="$t" -v n="$reqs" -v rps="$rps" -v a="$c0" -v b="$c1" -v hz="$HZ" \
-      'BEGIN {cpu = (b - a) / hz; printf "%s\t%s\t%d\t%s\t%.2f\t%.1f\n", r, t, n, rps, cpu, cpu * 1e6 / n}'
+    awk -v r="$rep" -v t="$t" -v n="$reqs" -v rps="$rps" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$HZ" \
+      'BEGIN {cpu = (u + s) / hz; printf "%s\t%s\t%d\t%s\t%.2f\t%.1f\t%.1f\t%.1f\n", r, t, n, rps, cpu, cpu * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n}'
   done
 done
