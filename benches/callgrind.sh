@@ -4,8 +4,8 @@
 # gateway with benches/gateway-bench.toml (GATEWAY_FULL=1 by default: limits and
 # the audit file too) under `valgrind --tool=callgrind`, instrumentation off
 # during a WARM-second `wrk -t1 -c1` warm-up, then on for MEASURE seconds;
-# prints total instructions ÷ requests, and with TOP=n the n costliest
-# functions (inclusive) from callgrind_annotate.
+# prints total instructions ÷ requests and calls to malloc ÷ requests, and
+# with TOP=n the n costliest functions (inclusive) from callgrind_annotate.
 #   cargo build --release --bin stream-gateway
 #   benches/callgrind.sh                  (WARM=4 MEASURE=8 TOP=0)
 # valgrind hides the CPU's SHA extensions, so the verified-session cache's
@@ -60,7 +60,13 @@ reqs=$(awk '/requests in/ {print $1}' <<<"$out")
 # The dump is written next to the out file with a suffix (.1, .2, ...).
 dump=$(ls -t "$RUN_DIR"/callgrind.out.* | head -1)
 total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !n++ {gsub(",", "", $1); print $1}')
-echo "requests=$reqs instructions=$total per_request=$((total / reqs)) (GATEWAY_FULL=$GATEWAY_FULL, raw: $RUN_DIR)"
+# Calls into libc's malloc: the callers listed above its line in the caller tree.
+mallocs=$(callgrind_annotate --tree=caller "$dump" 2>/dev/null | awk '
+  /^$/ { calls = 0; next }
+  /^ *[0-9,]+ .*  < / { if (match($0, /\(([0-9,]+)x\)/)) { n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n } next }
+  /\*  .*malloc\.c:malloc \[/ { total += calls }
+  END { print total + 0 }')
+echo "requests=$reqs instructions=$total per_request=$((total / reqs)) mallocs_per_request=$(awk -v m="$mallocs" -v r="$reqs" 'BEGIN {printf "%.1f", m / r}') (GATEWAY_FULL=$GATEWAY_FULL, raw: $RUN_DIR)"
 if ((TOP > 0)); then
   callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n "1,$((TOP + 2))p"
 fi
