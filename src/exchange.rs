@@ -298,11 +298,12 @@ impl Exchange {
                 || is_key(p, "user_id")
                 || (connect_json.is_some() && is_key(p, "json"))
         };
-        let mut append: Vec<(&str, &str)> = vec![("api_key", tenant.api_key.as_str())];
+        let mut append: Vec<(&str, &str)> = Vec::with_capacity(5);
+        append.push(("api_key", tenant.api_key.as_str()));
         if let Some(j) = &connect_json {
             append.push(("json", j.as_str()));
         }
-        let (auth, q, session) = match user {
+        let (auth, path_and_query, session) = match user {
             Some(session) => {
                 let user_id = session.user_id.clone();
                 let token = tenant.minter.token_for(&user_id, now).map_err(|e| {
@@ -320,8 +321,8 @@ impl Exchange {
                     append.push(("authorization", token.token()));
                     append.push(("stream-auth-type", "jwt"));
                 }
-                let q = query::rebuild(pairs, drop, &append);
-                (ForwardAuth::User { user_id, token }, q, Some(session))
+                let pq = query::with_query(path, pairs, drop, &append);
+                (ForwardAuth::User { user_id, token }, pq, Some(session))
             }
             None => {
                 if &*operation == crate::policy::UNKNOWN_OPERATION {
@@ -331,18 +332,9 @@ impl Exchange {
                     append.push(("authorization", ""));
                     append.push(("stream-auth-type", "anonymous"));
                 }
-                let q = query::rebuild(pairs, drop, &append);
-                (ForwardAuth::Anonymous, q, None)
+                let pq = query::with_query(path, pairs, drop, &append);
+                (ForwardAuth::Anonymous, pq, None)
             }
-        };
-        let path_and_query = if q.is_empty() {
-            path
-        } else {
-            let mut pq = path;
-            pq.reserve(q.len() + 1);
-            pq.push('?');
-            pq.push_str(&q);
-            pq
         };
         Ok(Forward {
             tenant: Arc::clone(tenant),

@@ -101,20 +101,47 @@ pub fn rebuild(
     drop: impl Fn(&Pair<'_>) -> bool,
     append: &[(&str, &str)],
 ) -> String {
-    let mut out = String::new();
-    let mut push = |s: &str| {
-        if !out.is_empty() {
-            out.push('&');
-        }
-        out.push_str(s);
+    write_query(String::new(), None, pairs, drop, append)
+}
+
+/// `path`, then `?` and the rebuilt query ([`rebuild`]) unless that is
+/// empty: the forwarded target in one buffer.
+pub fn with_query(
+    path: String,
+    pairs: &[Pair<'_>],
+    drop: impl Fn(&Pair<'_>) -> bool,
+    append: &[(&str, &str)],
+) -> String {
+    write_query(path, Some('?'), pairs, drop, append)
+}
+
+fn write_query(
+    mut out: String,
+    lead: Option<char>,
+    pairs: &[Pair<'_>],
+    drop: impl Fn(&Pair<'_>) -> bool,
+    append: &[(&str, &str)],
+) -> String {
+    let start = out.len();
+    // Room for the longest result (every appended value fully escaped), so
+    // the buffer grows once.
+    let kept: usize = pairs.iter().map(|p| p.raw.len() + 1).sum();
+    let added: usize = append
+        .iter()
+        .map(|(k, v)| 3 * (k.len() + v.len()) + 2)
+        .sum();
+    out.reserve(kept + added + 1);
+    let separate = |out: &mut String| match (out.len() == start, lead) {
+        (true, Some(c)) => out.push(c),
+        (true, None) => {}
+        (false, _) => out.push('&'),
     };
     for p in pairs.iter().filter(|p| !drop(p)) {
-        push(p.raw);
+        separate(&mut out);
+        out.push_str(p.raw);
     }
     for (k, v) in append {
-        if !out.is_empty() {
-            out.push('&');
-        }
+        separate(&mut out);
         out.push_str(&encode(k));
         out.push('=');
         out.push_str(&encode(v));
@@ -155,6 +182,38 @@ mod tests {
             q,
             "payload=%7B%22a%22%3A1%7D&api_key=k%201&user_id=alice%40x"
         );
+    }
+
+    #[test]
+    fn with_query_puts_the_rebuilt_query_after_the_path() {
+        let pairs = parse("api_key=evil&limit=10").unwrap();
+        let drop = |p: &Pair<'_>| is_key(p, "api_key");
+        let pq = with_query("/channels".into(), &pairs, drop, &[("api_key", "k")]);
+        assert_eq!(pq, "/channels?limit=10&api_key=k");
+        assert_eq!(
+            with_query("/a".into(), &pairs, |_| true, &[]),
+            "/a",
+            "an empty query adds no '?'"
+        );
+        assert_eq!(
+            with_query("/a".into(), &[], |_| false, &[("k", "v w")]),
+            "/a?k=v%20w"
+        );
+        for (raw, append) in [
+            ("a=1&b=2", &[][..]),
+            ("", &[("x", "é")][..]),
+            ("c", &[("d", "")][..]),
+        ] {
+            let pairs = parse(raw).unwrap();
+            let q = rebuild(&pairs, |_| false, append);
+            let pq = with_query("/p".into(), &pairs, |_| false, append);
+            let expected = if q.is_empty() {
+                "/p".to_string()
+            } else {
+                format!("/p?{q}")
+            };
+            assert_eq!(pq, expected, "{raw:?}");
+        }
     }
 
     #[test]
