@@ -7,8 +7,8 @@
 //! A cached token is handed out only while at least a quarter of its life is
 //! left, so a request never reaches Stream with a token about to expire; past
 //! that point the next request mints a fresh one. The clock is a parameter so
-//! refresh is tested without sleeping. The cache is bounded (moka, LRU-ish)
-//! and entries also expire after the token's TTL.
+//! refresh is tested without sleeping. The cache is bounded (quick_cache,
+//! S3-FIFO); an entry is used only before its refresh point.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,7 +61,9 @@ pub struct TokenMinter {
     key: EncodingKey,
     header: Header,
     ttl: u64,
-    cache: moka::sync::Cache<String, Arc<Minted>, ahash::RandomState>,
+    /// By user id. No time-to-live of its own: a hit is used only before
+    /// its `refresh_at`, and a later mint replaces it. `None` with capacity 0.
+    cache: Option<quick_cache::sync::Cache<String, Arc<Minted>>>,
     /// The tenant's server token (service accounts), minted on first use.
     server: arc_swap::ArcSwapOption<Minted>,
     /// (mints, cache hits) of the tenant, when counted in metrics.
@@ -84,10 +86,10 @@ impl TokenMinter {
             key: EncodingKey::from_secret(secret.expose()),
             header: Header::new(jsonwebtoken::Algorithm::HS256),
             ttl: ttl.as_secs().max(1),
-            cache: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build_with_hasher(ahash::RandomState::new()),
+            cache: usize::try_from(capacity)
+                .ok()
+                .filter(|c| *c > 0)
+                .map(quick_cache::sync::Cache::new),
             server: arc_swap::ArcSwapOption::empty(),
             counters: None,
         }
@@ -124,7 +126,7 @@ impl TokenMinter {
 
     /// A token for `user_id` with life left at `now`: cached, or minted now.
     pub fn token_for(&self, user_id: &str, now: u64) -> Result<Arc<Minted>, MintError> {
-        if let Some(t) = self.cache.get(user_id) {
+        if let Some(t) = self.cache.as_ref().and_then(|c| c.get(user_id)) {
             if now < t.refresh_at {
                 if let Some((_, hits)) = &self.counters {
                     hits.inc();
@@ -136,7 +138,9 @@ impl TokenMinter {
         if let Some((mints, _)) = &self.counters {
             mints.inc();
         }
-        self.cache.insert(user_id.to_string(), Arc::clone(&minted));
+        if let Some(c) = &self.cache {
+            c.insert(user_id.to_string(), Arc::clone(&minted));
+        }
         Ok(minted)
     }
 
