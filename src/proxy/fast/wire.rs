@@ -396,6 +396,40 @@ pub(super) fn headers(out: &mut Vec<u8>, list: &[(&'static str, HeaderValue)]) {
     }
 }
 
+/// What a response field is to the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    /// `Keep-Alive`, `Proxy-Connection`, `Date`: not copied (the gateway
+    /// writes its own `Date` and `Connection`).
+    HopByHop,
+    /// One of the gateway's `common` headers (request id, CORS), which
+    /// replace Stream's; `Vary` is not one of them (it adds to Stream's).
+    Ours,
+    Other,
+}
+
+impl Field {
+    fn of(name: &str, common: &[(&'static str, HeaderValue)]) -> Field {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let kind = match name.len() {
+            4 if is("date") => Field::HopByHop,
+            10 if is("connection") => Field::Connection,
+            10 if is("keep-alive") => Field::HopByHop,
+            14 if is("content-length") => Field::ContentLength,
+            16 if is("proxy-connection") => Field::HopByHop,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            _ => Field::Other,
+        };
+        if kind == Field::Other && common.iter().any(|(n, _)| *n != "vary" && is(n)) {
+            return Field::Ours;
+        }
+        kind
+    }
+}
+
 /// Reads the upstream's response head from the front of `buf` and writes
 /// the client's into `out`: Stream's status and headers, less hop-by-hop
 /// fields, plus the gateway's `common` headers (request id, CORS: they
@@ -430,39 +464,46 @@ pub(super) fn response(
     }
     let mut length: Option<u64> = None;
     let mut chunked = false;
+    let mut has_te = false;
     let mut reusable = resp.version == Some(1);
-    for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-            else {
-                return ParsedResponse::Invalid;
-            };
-            if length.is_some_and(|l| l != n) {
-                return ParsedResponse::Invalid;
+    // One look at each name (by length first), kept for the copy below.
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    for (h, kind) in resp.headers.iter().zip(kinds.iter_mut()) {
+        *kind = Field::of(h.name, common);
+        match kind {
+            Field::ContentLength => {
+                let Some(n) = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                else {
+                    return ParsedResponse::Invalid;
+                };
+                if length.is_some_and(|l| l != n) {
+                    return ParsedResponse::Invalid;
+                }
+                length = Some(n);
             }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            // The last coding decides (RFC 9112 6.3): chunked, or read to
-            // the end of the connection.
-            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-            chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
-            if !chunked {
-                reusable = false;
+            Field::TransferEncoding => {
+                // The last coding decides (RFC 9112 6.3): chunked, or read
+                // to the end of the connection.
+                has_te = true;
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+                if !chunked {
+                    reusable = false;
+                }
             }
-        } else if h.name.eq_ignore_ascii_case("connection")
-            && h.value
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            reusable = false;
+            Field::Connection => {
+                if h.value
+                    .split(|b| *b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    reusable = false;
+                }
+            }
+            Field::HopByHop | Field::Ours | Field::Other => {}
         }
     }
-    let has_te = resp
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
     let framing = if head_request || status == 204 || status == 304 {
         Framing::None
     } else if chunked {
@@ -489,18 +530,16 @@ pub(super) fn response(
     });
     out.extend_from_slice(reason.unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
-    for h in resp.headers.iter() {
-        let dropped = ["connection", "keep-alive", "proxy-connection", "date"]
-            .iter()
-            .any(|n| h.name.eq_ignore_ascii_case(n))
-            || common
-                .iter()
-                .any(|(n, _)| *n != "vary" && h.name.eq_ignore_ascii_case(n));
-        // With both (RFC 9112 6.3), Transfer-Encoding frames the body.
-        if dropped || (has_te && h.name.eq_ignore_ascii_case("content-length")) {
-            continue;
+    for (h, kind) in resp.headers.iter().zip(kinds) {
+        let dropped = match kind {
+            Field::Connection | Field::HopByHop | Field::Ours => true,
+            // With both (RFC 9112 6.3), Transfer-Encoding frames the body.
+            Field::ContentLength => has_te,
+            Field::TransferEncoding | Field::Other => false,
+        };
+        if !dropped {
+            header(out, h.name.as_bytes(), h.value);
         }
-        header(out, h.name.as_bytes(), h.value);
     }
     headers(out, common);
     end_head(out, close || framing == Framing::UntilClose);
