@@ -60,7 +60,7 @@ pub struct FieldRule {
 /// request by `&str`, no owned key built).
 #[derive(Debug, Clone, Default)]
 pub struct ServerOnlyFields {
-    by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>>,
+    by_template: HashMap<String, Vec<(String, Vec<FieldRule>)>, ahash::RandomState>,
 }
 
 impl ServerOnlyFields {

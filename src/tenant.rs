@@ -32,7 +32,8 @@ pub struct Tenant {
 }
 
 pub struct Tenants {
-    by_key: HashMap<String, Arc<Tenant>>,
+    /// ahash: looked up by `api_key` on every request.
+    by_key: HashMap<String, Arc<Tenant>, ahash::RandomState>,
 }
 
 impl Tenants {
