@@ -7,7 +7,9 @@
 # prints total instructions ÷ requests and calls to malloc ÷ requests, and
 # with TOP=n the n costliest functions (inclusive) from callgrind_annotate.
 #   cargo build --release --bin stream-gateway
-#   benches/callgrind.sh                  (WARM=4 MEASURE=8 TOP=0)
+#   benches/callgrind.sh                  (WARM=4 MEASURE=8 TOP=0 USERS=1)
+# USERS=n: each request carries one of n session tokens (one user each, the
+# peer harness's wrk-multiuser.lua); give WARM time to see them all once.
 # valgrind hides the CPU's SHA extensions, so the verified-session cache's
 # SHA-256 costs ~10k instructions here in software (a few hundred on the real
 # CPU): compare builds, not absolute numbers. Loopback only; stops what it
@@ -18,6 +20,7 @@ SHARED=$(cd "${SHARED:-../shared/bench}" && pwd)
 WARM=${WARM:-4}
 MEASURE=${MEASURE:-8}
 TOP=${TOP:-0}
+USERS=${USERS:-1}
 for tool in wrk nginx valgrind callgrind_control callgrind_annotate; do
   command -v "$tool" >/dev/null || { echo "callgrind: needs $tool (apt-get install wrk nginx-light valgrind)" >&2; exit 1; }
 done
@@ -35,6 +38,12 @@ export BENCH_STREAM_SECRET=bench-stream-secret-not-for-production
 export BENCH_STREAM_API_KEY=bench-key BENCH_LISTEN=127.0.0.1:9100 BENCH_UPSTREAM=http://127.0.0.1:9001
 export GATEWAY_FULL=${GATEWAY_FULL:-1} GATEWAY_AUDIT_FILE="$RUN_DIR/audit.jsonl"
 TOKEN=$(python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
+WRK_ARGS=(-H "Authorization: Bearer $TOKEN")
+if ((USERS > 1)); then
+  export BENCH_TOKENS_FILE="$RUN_DIR/tokens.txt"
+  python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --users "$USERS" --exp-in 86400 >"$BENCH_TOKENS_FILE"
+  WRK_ARGS=(-s "$SHARED/wrk-multiuser.lua")
+fi
 BENCH_PATH="/channels/messaging/general?api_key=bench-key"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
@@ -49,12 +58,12 @@ GATEWAY_WRAP="valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=
 GW=$!
 PIDS+=($GW)
 wait_port 9100
-wrk -t1 -c1 -d"${WARM}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100$BENCH_PATH" >/dev/null
+wrk -t1 -c1 -d"${WARM}s" "${WRK_ARGS[@]}" "http://127.0.0.1:9100$BENCH_PATH" >/dev/null
 callgrind_control -i on "$GW" >/dev/null 2>&1
-out=$(wrk -t1 -c1 -d"${MEASURE}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:9100$BENCH_PATH")
+out=$(wrk -t1 -c1 -d"${MEASURE}s" "${WRK_ARGS[@]}" "http://127.0.0.1:9100$BENCH_PATH")
 callgrind_control -i off "$GW" >/dev/null 2>&1
 callgrind_control -d "$GW" >/dev/null 2>&1
-non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
+non2xx=$(awk '/Non-2xx/ {print $NF} /non2xx=/ {sub(/.*non2xx=/, ""); if ($1 + 0 > 0) print $1}' <<<"$out")
 [[ -z "$non2xx" ]] || { echo "callgrind: the gateway answered $non2xx non-2xx" >&2; exit 1; }
 reqs=$(awk '/requests in/ {print $1}' <<<"$out")
 # The dump is written next to the out file with a suffix (.1, .2, ...).
@@ -66,7 +75,7 @@ mallocs=$(callgrind_annotate --tree=caller "$dump" 2>/dev/null | awk '
   /^ *[0-9,]+ .*  < / { if (match($0, /\(([0-9,]+)x\)/)) { n = substr($0, RSTART + 1, RLENGTH - 3); gsub(",", "", n); calls += n } next }
   /\*  .*malloc\.c:malloc \[/ { total += calls }
   END { print total + 0 }')
-echo "requests=$reqs instructions=$total per_request=$((total / reqs)) mallocs_per_request=$(awk -v m="$mallocs" -v r="$reqs" 'BEGIN {printf "%.1f", m / r}') (GATEWAY_FULL=$GATEWAY_FULL, raw: $RUN_DIR)"
+echo "users=$USERS requests=$reqs instructions=$total per_request=$((total / reqs)) mallocs_per_request=$(awk -v m="$mallocs" -v r="$reqs" 'BEGIN {printf "%.1f", m / r}') (GATEWAY_FULL=$GATEWAY_FULL, raw: $RUN_DIR)"
 if ((TOP > 0)); then
   callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/file:function/,$p' | sed -n "1,$((TOP + 2))p"
 fi
