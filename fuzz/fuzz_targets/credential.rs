@@ -18,11 +18,15 @@
 //!   auth type it is refused;
 //! - a cookie value is non-empty and the only value of that cookie;
 //! - the cookie origin check passes only for the allowed origin, or no
-//!   Origin with a same-origin fetch (or none at all on GET/HEAD).
+//!   Origin with a same-origin fetch (or none at all on GET/HEAD);
+//! - the same fields read in place (`RawHeaders`, as the fast path reads a
+//!   request head; names in mixed case) give every function above the same
+//!   answer as the `HeaderMap`.
 #![no_main]
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use stream_gateway::headers::{FieldSpan, RawHeaders};
 use stream_gateway::credential::{
     check_cookie_origin, extract, from_cookie, service_marked, strip_bearer, Credential,
 };
@@ -33,6 +37,9 @@ const ALLOWED: &str = "https://app.example.com";
 
 fuzz_target!(|data: &[u8]| {
     let mut headers = HeaderMap::new();
+    // The same fields as a request head's bytes and their ranges.
+    let mut head: Vec<u8> = Vec::new();
+    let mut spans: Vec<FieldSpan> = Vec::new();
     let mut pieces: Vec<String> = Vec::new();
     let mut method = "GET".to_string();
     for line in data.split(|&b| b == b'\n') {
@@ -56,6 +63,21 @@ fuzz_target!(|data: &[u8]| {
             _ => continue,
         };
         if let Ok(v) = HeaderValue::from_bytes(value) {
+            let text = if spans.len() % 2 == 0 {
+                name.as_str().to_string()
+            } else {
+                name.as_str().to_ascii_uppercase()
+            };
+            let at = |n: usize| u32::try_from(n).expect("small input");
+            let ns = head.len();
+            head.extend_from_slice(text.as_bytes());
+            let ne = head.len();
+            head.extend_from_slice(b": ");
+            let vs = head.len();
+            head.extend_from_slice(value);
+            let ve = head.len();
+            head.extend_from_slice(b"\r\n");
+            spans.push([at(ns), at(ne), at(vs), at(ve)]);
             headers.append(name, v);
         }
     }
@@ -107,6 +129,24 @@ fuzz_target!(|data: &[u8]| {
     candidates.retain(|c| !c.is_empty());
     let distinct = candidates.iter().any(|c| c != &candidates[0]);
     let result = extract(&headers, &pairs);
+    let raw = RawHeaders::new(&head, &spans);
+    assert_eq!(extract(&raw, &pairs), result, "raw fields");
+    assert_eq!(
+        service_marked(&raw, &pairs),
+        service_marked(&headers, &pairs),
+        "raw fields"
+    );
+    assert_eq!(
+        from_cookie(&raw, "sid"),
+        from_cookie(&headers, "sid"),
+        "raw fields"
+    );
+    let allowed_origin = [ALLOWED.to_string()];
+    assert_eq!(
+        check_cookie_origin(&raw, &method, &allowed_origin),
+        check_cookie_origin(&headers, &method, &allowed_origin),
+        "raw fields"
+    );
     match &result {
         Ok(Credential::Token(t)) => {
             assert!(!non_ascii && !distinct, "{result:?} from {candidates:?}");
