@@ -2,7 +2,7 @@
 # Runs every fuzz target (or the ones named) for a bounded time each, one
 # after the other, on one core; prints executions, corpus size and crashes.
 #
-#   fuzz/run.sh [seconds-per-target] [target...]     (default 60 s, all five)
+#   fuzz/run.sh [seconds-per-target] [target...]     (default 60 s, all six)
 #
 # Exit status: 0 no crash, 1 a target crashed (its input is in
 # fuzz/artifacts/<target>/), 2 cargo-fuzz missing or the build failed.
@@ -24,7 +24,7 @@ if ! [[ $secs =~ ^[0-9]+$ ]] || [ "$secs" -lt 1 ]; then
     echo "usage: fuzz/run.sh [seconds-per-target] [target...]" >&2
     exit 2
 fi
-all=(path_policy credential connect_json jwt config)
+all=(path_policy credential connect_json jwt config fast_head)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all[@]}"); fi
 sanitizer=${FUZZ_SANITIZER:-none}
 rss_mb=${FUZZ_RSS_MB:-2048}

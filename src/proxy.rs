@@ -27,6 +27,8 @@ use crate::websocket::FrameTracker;
 mod admit;
 mod body_check;
 pub(crate) mod fast;
+#[cfg(fuzzing)]
+pub use fast::{fuzz_head, FuzzHead};
 mod head_check;
 mod record;
 mod relay;

@@ -26,10 +26,10 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use stream_gateway::headers::{FieldSpan, RawHeaders};
 use stream_gateway::credential::{
     check_cookie_origin, extract, from_cookie, service_marked, strip_bearer, Credential,
 };
+use stream_gateway::headers::{FieldSpan, RawHeaders};
 use stream_gateway::query::{decode, encode, is_key, parse, rebuild};
 use stream_gateway::refusal::Refusal;
 
