@@ -1,5 +1,5 @@
 //! Tests for the route table (`table.rs`) and for `Policy` decisions (`mod.rs`).
-//! Normalisation tests live in `normalize.rs`, and rule parsing and rendering
+//! Normalisation tests live in `normalize/tests.rs`, and rule parsing and rendering
 //! tests in `mod.rs`, next to the code they check.
 
 use super::*;

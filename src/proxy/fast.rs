@@ -43,53 +43,15 @@ use crate::refusal::Refusal;
 use http::HeaderValue;
 
 mod chunked;
+#[cfg(fuzzing)]
+mod fuzz;
 mod pool;
 mod upstream;
 mod wire;
+#[cfg(fuzzing)]
+pub use fuzz::{fuzz_head, FuzzHead};
 pub use pool::Pool;
 use wire::Parsed;
-
-/// What the fast path makes of a request head (fuzz target only).
-#[cfg(fuzzing)]
-#[derive(Debug)]
-pub enum FuzzHead {
-    Partial,
-    /// Left to pingora.
-    Leave,
-    Take {
-        method: String,
-        path: String,
-        query: Option<String>,
-        /// (name as sent, value) of every field.
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
-        len: usize,
-        body_len: usize,
-        close: bool,
-    },
-}
-
-/// The fast path's head reader with the default client limits, for
-/// `fuzz/fuzz_targets/fast_head.rs`.
-#[cfg(fuzzing)]
-pub fn fuzz_head(buf: &[u8]) -> FuzzHead {
-    match wire::parse(buf, &crate::config::ClientLimits::default()) {
-        Parsed::Partial => FuzzHead::Partial,
-        Parsed::Leave => FuzzHead::Leave,
-        Parsed::Take(h) => FuzzHead::Take {
-            method: h.method.to_string(),
-            path: h.path(buf).to_string(),
-            query: h.query(buf).map(str::to_string),
-            fields: h
-                .headers(buf)
-                .iter()
-                .map(|(n, v)| (n.to_vec(), v.to_vec()))
-                .collect(),
-            len: h.len,
-            body_len: h.body_len,
-            close: h.close,
-        },
-    }
-}
 
 /// How long an idle keep-alive connection waits for its next request
 /// (pingora's own default for HTTP/1.1).
