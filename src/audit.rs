@@ -70,6 +70,42 @@ pub struct Record {
     pub frames_out: Option<u64>,
 }
 
+/// A record borrowed from the request it describes: what the request path
+/// encodes (into a [`Line`]) without copying its strings first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Entry<'a> {
+    pub time: Timestamp,
+    pub kind: &'static str,
+    pub request_id: &'a str,
+    pub tenant: Option<&'a str>,
+    pub user_id: Option<&'a str>,
+    pub service: Option<&'a str>,
+    pub client_ip: Option<std::net::IpAddr>,
+    pub method: &'a str,
+    pub route: Option<&'a str>,
+    pub operation: Option<&'a str>,
+    pub decision: &'static str,
+    pub code: Option<i32>,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: f64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: Option<u64>,
+    pub frames_in: Option<u64>,
+    pub frames_out: Option<u64>,
+}
+
+/// One record as JSON, no newline: what the queue carries. Encoded on the
+/// request's thread: a queue of records (~200 bytes each, three strings)
+/// cost more in copies, allocations freed on the writer's thread and cache
+/// lines moving between the two threads than the encoding itself (perf,
+/// benches/README.md, session 8).
+pub type Line = Vec<u8>;
+
+/// A place in the queue taken by [`AuditLog::reserve`].
+pub type Permit = mpsc::OwnedPermit<Line>;
+
 /// When the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFull {
@@ -115,7 +151,7 @@ pub struct AuditSettings {
 
 /// The request side: enqueue records.
 pub struct AuditLog {
-    tx: mpsc::Sender<Record>,
+    tx: mpsc::Sender<Line>,
     on_full: OnFull,
     sink: &'static str,
     reopen: Arc<Notify>,
@@ -123,7 +159,7 @@ pub struct AuditLog {
 
 /// The writer side, run as a background task.
 pub struct AuditWriter {
-    rx: mpsc::Receiver<Record>,
+    rx: mpsc::Receiver<Line>,
     settings: AuditSettings,
     redis: Option<Arc<Redis>>,
     reopen: Arc<Notify>,
@@ -152,7 +188,8 @@ pub fn channel(settings: AuditSettings, redis: Option<Arc<Redis>>) -> (AuditLog,
 
 impl AuditLog {
     /// Queues a record; with `block`, waits for room.
-    pub async fn write(&self, record: Record) {
+    pub async fn write(&self, entry: &Entry<'_>) {
+        let record = entry.line();
         match self.on_full {
             OnFull::Drop => {
                 if self.tx.try_send(record).is_err() {
@@ -176,7 +213,7 @@ impl AuditLog {
     /// With `block`: waits for room for one record and holds it, so a
     /// request is not forwarded until its record is sure to fit (`None`
     /// with `drop`, or when the writer is gone).
-    pub async fn reserve(&self) -> Option<mpsc::OwnedPermit<Record>> {
+    pub async fn reserve(&self) -> Option<Permit> {
         match self.on_full {
             OnFull::Block => self.tx.clone().reserve_owned().await.ok(),
             OnFull::Drop => None,
@@ -184,8 +221,8 @@ impl AuditLog {
     }
 
     /// Sends a record into a place taken by [`AuditLog::reserve`].
-    pub fn write_reserved(&self, permit: mpsc::OwnedPermit<Record>, record: Record) {
-        permit.send(record);
+    pub fn write_reserved(&self, permit: Permit, entry: &Entry<'_>) {
+        permit.send(entry.line());
     }
 
     /// Asks the writer to reopen its file (SIGHUP, after logrotate).
@@ -201,7 +238,7 @@ impl AuditWriter {
             Sink::File { path, .. } => open(path),
             _ => None,
         };
-        let mut batch: Vec<Record> = Vec::with_capacity(self.settings.batch);
+        let mut batch: Vec<Line> = Vec::with_capacity(self.settings.batch);
         loop {
             tokio::select! {
                 n = self.rx.recv_many(&mut batch, self.settings.batch) => {
@@ -255,13 +292,12 @@ impl AuditWriter {
 
     /// One pipeline of `XADD stream MAXLEN ~ n * record <json>` per batch.
     /// With `block`, retries until Redis takes it.
-    async fn write_redis(&self, stream: &str, maxlen: u64, batch: &[Record]) -> bool {
+    async fn write_redis(&self, stream: &str, maxlen: u64, batch: &[Line]) -> bool {
         let Some(redis) = &self.redis else {
             return false;
         };
         let mut pipe = redis::pipe();
-        for r in batch {
-            let json = r.to_json();
+        for json in batch {
             pipe.cmd("XADD")
                 .arg(stream)
                 .arg("MAXLEN")
@@ -269,7 +305,7 @@ impl AuditWriter {
                 .arg(maxlen)
                 .arg("*")
                 .arg("record")
-                .arg(json)
+                .arg(&json[..])
                 .ignore();
         }
         let mut logged = false;
@@ -310,10 +346,10 @@ fn open(path: &std::path::Path) -> Option<std::fs::File> {
     }
 }
 
-fn write_lines(w: &mut impl Write, batch: &[Record]) -> bool {
-    let mut buf = Vec::with_capacity(batch.len() * 400);
-    for r in batch {
-        r.encode_json(&mut buf);
+fn write_lines(w: &mut impl Write, batch: &[Line]) -> bool {
+    let mut buf = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
+    for line in batch {
+        buf.extend_from_slice(line);
         buf.push(b'\n');
     }
     w.write_all(&buf).and_then(|()| w.flush()).is_ok()
@@ -324,7 +360,7 @@ fn write_file(
     path: &std::path::Path,
     max_bytes: u64,
     keep: u32,
-    batch: &[Record],
+    batch: &[Line],
 ) -> bool {
     if file.is_none() {
         *file = open(path);

@@ -18,16 +18,23 @@ impl IpText {
         let mut len = 0;
         match ip {
             IpAddr::V4(v4) => {
-                // Dotted quad with itoa.
+                // Dotted quad, digit by digit: no copy of a variable-length
+                // slice (a `memcpy` call per octet with itoa).
                 for (i, octet) in v4.octets().into_iter().enumerate() {
                     if i > 0 {
                         buf[len] = b'.';
                         len += 1;
                     }
-                    let mut digits = itoa::Buffer::new();
-                    let digits = digits.format(octet).as_bytes();
-                    buf[len..len + digits.len()].copy_from_slice(digits);
-                    len += digits.len();
+                    if octet >= 100 {
+                        buf[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        buf[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    buf[len] = b'0' + octet % 10;
+                    len += 1;
                 }
             }
             IpAddr::V6(_) => {

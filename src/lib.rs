@@ -32,6 +32,7 @@
 //! - [`body`]: body size cap and server-only fields (table derived from
 //!   Stream's specs).
 //! - [`audit`]: audit records, bounded queue, stdout/file/Redis sinks.
+//! - [`clock`]: coarse clocks for deadlines and seconds, the `Date` value.
 //! - [`metrics`]: the Prometheus registry served on `/metrics`.
 //! - [`refusal`]: refusals and Stream's error JSON (the one place).
 //! - [`proxy`]: the pingora `ProxyHttp` implementation.
@@ -50,6 +51,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod connections;
 pub mod cors;

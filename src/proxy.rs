@@ -4,7 +4,7 @@
 //! context; `upstream_request_filter` applies it to the upstream request.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -117,16 +117,13 @@ pub struct RequestCtx {
     /// The body was read ahead (and counted) by `check_body`.
     read_ahead: bool,
     /// The audit record's place in the queue (`on_full = "block"`).
-    audit_permit: Option<tokio::sync::mpsc::OwnedPermit<audit::Record>>,
+    audit_permit: Option<audit::Permit>,
     /// The socket went to its relay task, which records it when it ends.
     handed_over: bool,
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::unix_secs()
 }
 
 #[async_trait]

@@ -5,9 +5,67 @@
 //! it is copied as is after one scan; anything with a quote, a backslash or a
 //! control character goes through `serde_json`'s escaper.
 
-use super::Record;
+use super::{Entry, Record};
 
 impl Record {
+    /// The record as an [`Entry`] (borrowed).
+    pub fn entry(&self) -> Entry<'_> {
+        Entry {
+            time: self.time,
+            kind: self.kind,
+            request_id: &self.request_id,
+            tenant: self.tenant.as_deref(),
+            user_id: self.user_id.as_deref(),
+            service: self.service.as_deref(),
+            client_ip: self.client_ip,
+            method: &self.method,
+            route: self.route.as_deref(),
+            operation: self.operation.as_deref(),
+            decision: self.decision,
+            code: self.code,
+            status: self.status,
+            upstream_status: self.upstream_status,
+            latency_ms: self.latency_ms,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            duration_ms: self.duration_ms,
+            frames_in: self.frames_in,
+            frames_out: self.frames_out,
+        }
+    }
+
+    /// Appends the record as JSON (no newline) to `out`.
+    pub fn encode_json(&self, out: &mut Vec<u8>) {
+        self.entry().encode_json(out);
+    }
+
+    /// The record as a JSON string.
+    pub fn to_json(&self) -> String {
+        // Built from &str pieces and ASCII only.
+        String::from_utf8(self.entry().line()).unwrap_or_default()
+    }
+}
+
+impl Entry<'_> {
+    /// The record as one JSON line (no newline), sized to fit.
+    pub fn line(&self) -> Vec<u8> {
+        let strings = [
+            Some(self.request_id),
+            self.tenant,
+            self.user_id,
+            self.service,
+            Some(self.method),
+            self.route,
+            self.operation,
+        ];
+        // The field names, numbers, time and address take at most 512 bytes
+        // (a test writes every one at its longest).
+        let mut out =
+            Vec::with_capacity(320 + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
+        self.encode_json(&mut out);
+        out
+    }
+
     /// Appends the record as JSON (no newline) to `out`.
     pub fn encode_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"time\":\"");
@@ -16,12 +74,12 @@ impl Record {
         out.extend_from_slice(b",\"kind\":");
         string(out, self.kind);
         out.extend_from_slice(b",\"request_id\":");
-        string(out, &self.request_id);
+        string(out, self.request_id);
         out.extend_from_slice(b",\"tenant\":");
-        opt_string(out, self.tenant.as_deref());
+        opt_string(out, self.tenant);
         out.extend_from_slice(b",\"user_id\":");
-        opt_string(out, self.user_id.as_deref());
-        if let Some(service) = &self.service {
+        opt_string(out, self.user_id);
+        if let Some(service) = self.service {
             out.extend_from_slice(b",\"service\":");
             string(out, service);
         }
@@ -35,11 +93,11 @@ impl Record {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"method\":");
-        string(out, &self.method);
+        string(out, self.method);
         out.extend_from_slice(b",\"route\":");
-        opt_string(out, self.route.as_deref());
+        opt_string(out, self.route);
         out.extend_from_slice(b",\"operation\":");
-        opt_string(out, self.operation.as_deref());
+        opt_string(out, self.operation);
         out.extend_from_slice(b",\"decision\":");
         string(out, self.decision);
         out.extend_from_slice(b",\"code\":");
@@ -75,14 +133,6 @@ impl Record {
             }
         }
         out.push(b'}');
-    }
-
-    /// The record as a JSON string.
-    pub fn to_json(&self) -> String {
-        let mut out = Vec::with_capacity(400);
-        self.encode_json(&mut out);
-        // Built from &str pieces and ASCII only.
-        String::from_utf8(out).unwrap_or_default()
     }
 }
 
@@ -173,6 +223,47 @@ mod tests {
         same_as_serde(&r);
         r.service = Some("odd\"name\n".into());
         same_as_serde(&r);
+    }
+
+    #[test]
+    fn a_line_fits_the_room_it_reserves() {
+        // Every number at its longest, the longest IPv6 text, every optional
+        // field present, strings that need no escaping.
+        let mut r = record();
+        r.client_ip = Some("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap());
+        r.service = Some("billing".into());
+        r.code = Some(i32::MIN);
+        r.status = u16::MAX;
+        r.upstream_status = Some(u16::MAX);
+        r.latency_ms = -1.234_567_890_123_456_7e-300;
+        r.bytes_in = u64::MAX;
+        r.bytes_out = u64::MAX;
+        r.duration_ms = Some(u64::MAX);
+        r.frames_in = Some(u64::MAX);
+        r.frames_out = Some(u64::MAX);
+        r.kind = "websocket";
+        r.decision = "upstream_unavailable";
+        let entry = r.entry();
+        let line = entry.line();
+        let strings: usize = [
+            Some(entry.request_id),
+            entry.tenant,
+            entry.user_id,
+            entry.service,
+            Some(entry.method),
+            entry.route,
+            entry.operation,
+        ]
+        .iter()
+        .flatten()
+        .map(|s| s.len())
+        .sum();
+        assert!(
+            line.len() <= 512 + strings,
+            "{} > 512 + {strings}",
+            line.len()
+        );
+        assert_eq!(line, serde_json::to_vec(&r).unwrap());
     }
 
     #[test]

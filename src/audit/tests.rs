@@ -43,14 +43,14 @@ async fn file_sink_rotates_by_size_and_reopens_on_request() {
     let (log, writer) = channel(settings, None);
     let task = tokio::spawn(writer.run());
     for i in 0..40 {
-        log.write(record(i)).await;
+        log.write(&record(i).entry()).await;
     }
     // Moved away (as logrotate does), then reopened on request.
     tokio::time::sleep(Duration::from_millis(100)).await;
     std::fs::rename(&path, dir.path().join("moved.log")).unwrap();
     log.reopen();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    log.write(record(99)).await;
+    log.write(&record(99).entry()).await;
     drop(log);
     task.await.unwrap();
     let current = std::fs::read_to_string(&path).unwrap();
@@ -88,7 +88,7 @@ async fn a_full_queue_drops_and_counts_with_drop() {
         .with_label_values(&["stdout"])
         .get();
     for i in 0..5 {
-        log.write(record(i)).await;
+        log.write(&record(i).entry()).await;
     }
     let after = metrics::get()
         .audit_dropped
@@ -106,7 +106,8 @@ async fn a_full_queue_blocks_with_block() {
         batch: 10,
     };
     let (log, _writer) = channel(settings, None);
-    log.write(record(1)).await;
-    let second = tokio::time::timeout(Duration::from_millis(200), log.write(record(2))).await;
+    log.write(&record(1).entry()).await;
+    let second =
+        tokio::time::timeout(Duration::from_millis(200), log.write(&record(2).entry())).await;
     assert!(second.is_err(), "the second write must wait for room");
 }

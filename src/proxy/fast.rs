@@ -91,7 +91,7 @@ async fn within<F: std::future::Future>(
     after: Duration,
     fut: F,
 ) -> Option<F::Output> {
-    until(timer, tokio::time::Instant::now() + after, fut).await
+    until(timer, crate::clock::coarse_tokio() + after, fut).await
 }
 
 /// What a wait for a request head watches besides the socket.
@@ -132,7 +132,7 @@ pub(crate) async fn serve(
     };
     // The first head is due `client_header_timeout` after the accept; a
     // later one that long after its first byte.
-    let mut head_started = Some(tokio::time::Instant::now());
+    let mut head_started = Some(crate::clock::coarse_tokio());
     loop {
         let head = loop {
             match wire::parse(&buf, &gw.client) {
@@ -193,7 +193,7 @@ pub(crate) async fn serve(
             let _ = tcp.shutdown().await;
             return None;
         }
-        head_started = (!buf.is_empty()).then(tokio::time::Instant::now);
+        head_started = (!buf.is_empty()).then(crate::clock::coarse_tokio);
     }
 }
 
@@ -236,7 +236,7 @@ async fn read_head(
         Ok(0) | Err(_) if buf.is_empty() => HeadRead::Closed,
         Ok(0) | Err(_) => HeadRead::ClosedMidHead,
         Ok(_) => {
-            head_started.get_or_insert_with(tokio::time::Instant::now);
+            head_started.get_or_insert_with(crate::clock::coarse_tokio);
             HeadRead::More
         }
     }

@@ -166,22 +166,17 @@ pub(super) async fn write_record(
     let Some(audit) = audit else {
         return;
     };
-    let user_id = ctx
-        .forward
-        .as_ref()
-        .and_then(|f| f.user_id())
-        .map(str::to_string);
-    let record = audit::Record {
+    let entry = audit::Entry {
         time: audit::Timestamp::now(),
         kind: if websocket { "websocket" } else { "request" },
-        request_id: std::mem::take(&mut ctx.request_id),
-        tenant: tenant.map(|t| t.id.clone()),
-        user_id,
-        service: ctx.service.as_ref().map(|s| s.name.clone()),
+        request_id: &ctx.request_id,
+        tenant: tenant.as_ref().map(|t| t.id.as_str()),
+        user_id: ctx.forward.as_ref().and_then(|f| f.user_id()),
+        service: ctx.service.as_ref().map(|s| s.name.as_str()),
         client_ip: ctx.client_ip,
-        method: method_text(method),
-        route,
-        operation,
+        method,
+        route: route.as_deref(),
+        operation: operation.as_deref(),
         decision,
         code: ctx.refusal.as_ref().map(Refusal::code),
         status,
@@ -194,19 +189,8 @@ pub(super) async fn write_record(
         frames_out: websocket.then(|| ctx.frames.frames()),
     };
     match ctx.audit_permit.take() {
-        Some(permit) => audit.write_reserved(permit, record),
-        None => audit.write(record).await,
-    }
-}
-
-/// The method for the audit record: the standard ones without an allocation.
-fn method_text(method: &str) -> std::borrow::Cow<'static, str> {
-    const STANDARD: [&str; 9] = [
-        "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    match STANDARD.iter().find(|m| **m == method) {
-        Some(m) => std::borrow::Cow::Borrowed(m),
-        None => std::borrow::Cow::Owned(method.to_string()),
+        Some(permit) => audit.write_reserved(permit, &entry),
+        None => audit.write(&entry).await,
     }
 }
 

@@ -154,7 +154,7 @@ pub(super) async fn proxy(
     }
     if done && resp.reusable && s.resp.is_empty() {
         gw.fast_pool
-            .put(up, addr, settings.idle_timeout, Instant::now());
+            .put(up, addr, settings.idle_timeout, crate::clock::coarse());
     }
     (resp.status, keep)
 }
@@ -186,7 +186,7 @@ async fn send(
         let idle = pooled
             .then(|| {
                 gw.fast_pool
-                    .get(addr, settings.idle_timeout, Instant::now())
+                    .get(addr, settings.idle_timeout, crate::clock::coarse())
             })
             .flatten();
         let (mut up, reused) = match idle {

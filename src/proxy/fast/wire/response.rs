@@ -38,11 +38,7 @@ pub(in crate::proxy::fast) enum ParsedResponse {
 /// The end of a response head the gateway writes, as pingora's HTTP/1.1
 /// server ends its own: `Date`, `Connection`.
 pub(in crate::proxy::fast) fn end_head(out: &mut Vec<u8>, close: bool) {
-    header(
-        out,
-        b"date",
-        pingora::protocols::http::date::get_cached_date().as_bytes(),
-    );
+    header(out, b"date", crate::clock::http_date().as_bytes());
     let connection: &[u8] = if close { b"close" } else { b"keep-alive" };
     header(out, b"connection", connection);
     out.extend_from_slice(b"\r\n");
