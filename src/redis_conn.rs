@@ -1,11 +1,12 @@
-//! The one Redis connection of the process (`[redis]`), shared by shared
+//! The Redis connection of the process (`[redis]`), shared by shared
 //! quotas, opaque sessions, revocations and the audit sink: made on first use
 //! (so the gateway starts while Redis is down), with a per-call timeout so no
 //! request waits on Redis longer than `redis.timeout`.
 //!
 //! Three deployments, chosen by `redis.mode`:
 //! - `single`: one server; a multiplexed connection manager that reconnects
-//!   to the same address by itself.
+//!   to the same address by itself, one per thread that calls (so a proxy
+//!   thread's commands never wait for another thread to send them).
 //! - `cluster`: Redis Cluster from seed nodes; the redis crate's cluster
 //!   connection routes each command (and each pipeline, which must stay in
 //!   one hash slot) to the node that owns its slot and follows `MOVED`/`ASK`
@@ -59,8 +60,9 @@ impl RedisTarget {
     }
 }
 
-/// A connection to whichever deployment is configured; cheap to clone (all
-/// three share one multiplexed link per server underneath).
+/// A connection to whichever deployment is configured; cheap to clone (one
+/// multiplexed link per server underneath; for `single`, one per calling
+/// thread).
 #[derive(Clone)]
 pub enum Conn {
     Single(ConnectionManager),
@@ -100,9 +102,10 @@ impl ConnectionLike for Conn {
 }
 
 enum Backend {
+    /// One connection per thread that calls (see [`thread_conn`]).
     Single {
         client: redis::Client,
-        conn: OnceCell<ConnectionManager>,
+        id: u64,
     },
     Cluster {
         client: ClusterClient,
@@ -145,7 +148,7 @@ impl Redis {
             RedisTarget::Single { url } => Backend::Single {
                 client: redis::Client::open(url.as_str())
                     .map_err(|e| format!("redis.url: {}", e.category()))?,
-                conn: OnceCell::new(),
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             },
             RedisTarget::Cluster { nodes } => Backend::Cluster {
                 client: ClusterClient::builder(nodes.iter().map(String::as_str))
@@ -198,14 +201,17 @@ impl Redis {
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         match &self.backend {
-            Backend::Single { client, conn } => {
+            Backend::Single { client, id } => {
+                let cell = thread_conn(*id);
                 let work = async {
-                    let c = conn
+                    let c = cell
                         .get_or_try_init(|| ConnectionManager::new(client.clone()))
                         .await?
                         .clone();
                     f(Conn::Single(c)).await
                 };
+                // A manager whose driver task died with its runtime makes a
+                // new connection on the caller's (tests/redis_threads.rs).
                 self.bounded(work).await.map_err(|e| e.to_string())
             }
             Backend::Cluster { client, conn } => {
@@ -246,6 +252,38 @@ impl Redis {
             Err(_) => Err(CallError::Timeout(self.timeout)),
         }
     }
+}
+
+/// Ids of `single` backends, so a thread keeps its connections apart.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+type ThreadConn = std::sync::Arc<OnceCell<ConnectionManager>>;
+
+thread_local! {
+    /// This thread's connection per `single` backend (by id).
+    static THREAD_CONNS: std::cell::RefCell<Vec<(u64, ThreadConn)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The calling thread's connection to `single` backend `id` (made on first
+/// use). A connection's driver task runs on the runtime of the thread that
+/// made it; one connection shared by the whole process lived on whichever
+/// thread called first (the revocation poller's background thread), so each
+/// quota call of a proxy thread went there and back through two thread
+/// wake-ups: with `lease = 1` 3.7 µs more gateway CPU per request than local
+/// limits alone, and 19 % fewer requests/s (perf, benches/README.md, session
+/// 8). A thread's commands go out on its own link instead; pingora's
+/// threads are few and long-lived, so the connections are too.
+fn thread_conn(id: u64) -> ThreadConn {
+    THREAD_CONNS.with(|conns| {
+        let mut conns = conns.borrow_mut();
+        if let Some((_, c)) = conns.iter().find(|(i, _)| *i == id) {
+            return std::sync::Arc::clone(c);
+        }
+        let c = ThreadConn::default();
+        conns.push((id, std::sync::Arc::clone(&c)));
+        c
+    })
 }
 
 enum CallError {
