@@ -49,6 +49,14 @@ impl Record {
 impl Entry<'_> {
     /// The record as one JSON line (no newline), sized to fit.
     pub fn line(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.line_into(&mut out);
+        out
+    }
+
+    /// The record as one JSON line (no newline) in `out`, replacing what
+    /// it held, with room reserved for the whole line first.
+    pub fn line_into(&self, out: &mut Vec<u8>) {
         let strings = [
             Some(self.request_id),
             self.tenant,
@@ -58,12 +66,11 @@ impl Entry<'_> {
             self.route,
             self.operation,
         ];
+        out.clear();
         // The field names, numbers, time and address take at most 512 bytes
         // (a test writes every one at its longest).
-        let mut out =
-            Vec::with_capacity(320 + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
-        self.encode_json(&mut out);
-        out
+        out.reserve(512 + strings.iter().flatten().map(|s| s.len()).sum::<usize>());
+        self.encode_json(out);
     }
 
     /// Appends the record as JSON (no newline) to `out`.

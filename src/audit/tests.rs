@@ -111,3 +111,72 @@ async fn a_full_queue_blocks_with_block() {
         tokio::time::timeout(Duration::from_millis(200), log.write(&record(2).entry())).await;
     assert!(second.is_err(), "the second write must wait for room");
 }
+
+#[test]
+fn spare_buffers_are_kept_emptied_up_to_a_bound_and_large_ones_dropped() {
+    let spare = Spare::default();
+    assert_eq!(spare.take().capacity(), 0, "none yet: a new buffer");
+    let mut lines: Vec<Line> = (0..5).map(|_| b"{\"x\":1}".to_vec()).collect();
+    lines.push(vec![0; SPARE_LARGEST + 1]);
+    spare.give(&mut lines, 3);
+    assert!(lines.is_empty());
+    let kept = spare.0.lock().unwrap();
+    assert_eq!(kept.len(), 3);
+    assert!(kept
+        .iter()
+        .all(|l| l.is_empty() && l.capacity() <= SPARE_LARGEST));
+    drop(kept);
+    let mut more = vec![vec![1u8; 10]];
+    spare.give(&mut more, 3);
+    assert_eq!(spare.0.lock().unwrap().len(), 3, "full: dropped");
+    let again = spare.take();
+    assert!(again.is_empty() && again.capacity() > 0);
+}
+
+#[tokio::test]
+async fn written_lines_come_back_as_buffers_for_the_next_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let settings = AuditSettings {
+        sink: Sink::File {
+            path: path.clone(),
+            max_bytes: 0,
+            keep: 0,
+        },
+        queue_size: 100,
+        on_full: OnFull::Block,
+        batch: 4,
+    };
+    let (log, writer) = channel(settings, None);
+    let spare = Arc::clone(&log.spare);
+    let task = tokio::spawn(writer.run());
+    for i in 0..3 {
+        log.write(&record(i).entry()).await;
+    }
+    // Written within the writer's gather time, then handed back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while spare.0.lock().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "buffers not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The next record is encoded into one of them, whole and correct.
+    log.write(&record(7).entry()).await;
+    assert_eq!(spare.0.lock().unwrap().len(), 2);
+    drop(log);
+    task.await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    for (line, i) in lines.iter().zip([0, 1, 2, 7]) {
+        // The same record but for its time (taken when it was made).
+        let mut got: serde_json::Value = serde_json::from_str(line).unwrap();
+        let mut want: serde_json::Value = serde_json::from_str(&record(i).to_json()).unwrap();
+        assert!(got["time"].is_string());
+        got["time"].take();
+        want["time"].take();
+        assert_eq!(got, want);
+    }
+}
