@@ -69,19 +69,35 @@ struct Scratch {
 }
 
 /// `fut`, until `deadline` on the connection's reusable timer (a new tokio
-/// timer per wait cost more than the timer work itself, callgrind; moving
-/// a deadline later is recorded without touching the timer wheel); `None`
+/// timer per wait cost more than the timer work itself, callgrind); `None`
 /// when the deadline passed first.
+///
+/// The timer is only moved when `deadline` is earlier than where it is set:
+/// resetting a tokio timer cost ~220 instructions, four times a request.
+/// A timer set earlier than `deadline` may fire first; the wait then goes
+/// on, with the timer moved to `deadline`. So it is moved about once per
+/// shortest timeout on a busy connection instead of on every wait, and a
+/// deadline is never missed.
 async fn until<F: std::future::Future>(
     timer: &mut Pin<Box<Sleep>>,
     deadline: tokio::time::Instant,
     fut: F,
 ) -> Option<F::Output> {
-    timer.as_mut().reset(deadline);
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        _ = timer.as_mut() => None,
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            _ = timer.as_mut() => {
+                if tokio::time::Instant::now() >= deadline {
+                    return None;
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 
