@@ -41,12 +41,14 @@ use super::{unix_now, Gateway, RequestCtx};
 use crate::cors;
 use crate::refusal::Refusal;
 use http::HeaderValue;
+use wait::{until, within};
 
 mod chunked;
 #[cfg(fuzzing)]
 mod fuzz;
 mod pool;
 mod upstream;
+mod wait;
 mod wire;
 #[cfg(fuzzing)]
 pub use fuzz::{fuzz_head, FuzzHead};
@@ -66,48 +68,6 @@ struct Scratch {
     /// The connection's one timer: the deadline of whatever it waits for
     /// now (a request head, the keep-alive idle time, a read or a write).
     timer: Pin<Box<Sleep>>,
-}
-
-/// `fut`, until `deadline` on the connection's reusable timer (a new tokio
-/// timer per wait cost more than the timer work itself, callgrind); `None`
-/// when the deadline passed first.
-///
-/// The timer is only moved when `deadline` is earlier than where it is set:
-/// resetting a tokio timer cost ~220 instructions, four times a request.
-/// A timer set earlier than `deadline` may fire first; the wait then goes
-/// on, with the timer moved to `deadline`. So it is moved about once per
-/// shortest timeout on a busy connection instead of on every wait, and a
-/// deadline is never missed.
-async fn until<F: std::future::Future>(
-    timer: &mut Pin<Box<Sleep>>,
-    deadline: tokio::time::Instant,
-    fut: F,
-) -> Option<F::Output> {
-    if timer.deadline() > deadline {
-        timer.as_mut().reset(deadline);
-    }
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut fut => return Some(out),
-            _ = timer.as_mut() => {
-                if tokio::time::Instant::now() >= deadline {
-                    return None;
-                }
-                timer.as_mut().reset(deadline);
-            }
-        }
-    }
-}
-
-/// `fut`, within `after` from now (see [`until`]).
-async fn within<F: std::future::Future>(
-    timer: &mut Pin<Box<Sleep>>,
-    after: Duration,
-    fut: F,
-) -> Option<F::Output> {
-    until(timer, crate::clock::coarse_tokio() + after, fut).await
 }
 
 /// What a wait for a request head watches besides the socket.
