@@ -50,10 +50,12 @@ return {grant, full}
 "#;
 
 /// One exact count: the counters and, per counter, its limit and TTL.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Inline (at most four counters), with shared key strings: a tenant's keys
+/// are made once per window, not per request (`quota::TenantKeys`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub(super) struct Counters {
-    pub keys: Vec<String>,
-    pub args: Vec<u64>,
+    pub keys: smallvec::SmallVec<[Arc<str>; 4]>,
+    pub args: smallvec::SmallVec<[u64; 8]>,
 }
 
 /// What a request gets: 0 (counted) or the full counter's index, as the
@@ -142,7 +144,7 @@ impl Batches {
         let want = lead.followers.len() as u64 + 1;
         let mut inv = script.prepare_invoke();
         for key in &lead.counters.keys {
-            inv.key(key);
+            inv.key(&**key);
         }
         for arg in &lead.counters.args {
             inv.arg(*arg);
