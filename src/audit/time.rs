@@ -1,6 +1,7 @@
 //! The audit record's `time`: the moment as a `SystemTime`, written as RFC
-//! 3339 UTC with milliseconds (`2026-11-26T04:10:00.123Z`) only when the
-//! record is encoded, by the writer, not on the request path.
+//! 3339 UTC with milliseconds (`2026-11-26T04:10:00.123Z`) when the record is
+//! encoded; the date and time of day are formatted once per second per
+//! thread, only the milliseconds per record.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,18 +30,37 @@ impl Timestamp {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(LAST))
             .min(LAST);
         let secs = millis / 1000;
-        let (year, month, day) = civil_from_days(secs / 86_400);
-        let of_day = secs % 86_400;
-        let mut out = *b"0000-00-00T00:00:00.000Z";
-        digits(&mut out[0..4], year);
-        digits(&mut out[5..7], month);
-        digits(&mut out[8..10], day);
-        digits(&mut out[11..13], of_day / 3600);
-        digits(&mut out[14..16], of_day / 60 % 60);
-        digits(&mut out[17..19], of_day % 60);
+        let mut out = SECOND.with(|last| match last.get() {
+            (s, text) if s == secs => text,
+            _ => {
+                let text = second(secs);
+                last.set((secs, text));
+                text
+            }
+        });
         digits(&mut out[20..23], millis % 1000);
         out
     }
+}
+
+thread_local! {
+    /// The last second this thread formatted, and its text.
+    static SECOND: std::cell::Cell<(u64, [u8; 24])> =
+        const { std::cell::Cell::new((u64::MAX, [0; 24])) };
+}
+
+/// `YYYY-MM-DDThh:mm:ss.000Z` of `secs` after the epoch.
+fn second(secs: u64) -> [u8; 24] {
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    digits(&mut out[0..4], year);
+    digits(&mut out[5..7], month);
+    digits(&mut out[8..10], day);
+    digits(&mut out[11..13], of_day / 3600);
+    digits(&mut out[14..16], of_day / 60 % 60);
+    digits(&mut out[17..19], of_day % 60);
+    out
 }
 
 impl std::fmt::Display for Timestamp {
@@ -123,6 +143,26 @@ mod tests {
                 assert_eq!(Timestamp(t).to_string(), humantime_form(t), "{millis}");
                 millis += step + millis % 7919;
             }
+        }
+    }
+
+    #[test]
+    fn records_within_one_second_share_its_text_and_keep_their_milliseconds() {
+        // Within a second (the cached text), across it, and back to an
+        // earlier second.
+        let base = 1_798_761_598_000u64; // 2026-12-31T23:59:58.000
+        for millis in [
+            base,
+            base + 1,
+            base + 999,
+            base + 1_000,
+            base + 1_999,
+            base + 2_000, // 2027-01-01T00:00:00.000
+            base + 500,
+            base + 2_001,
+        ] {
+            let t = UNIX_EPOCH + Duration::from_millis(millis);
+            assert_eq!(Timestamp(t).to_string(), humantime_form(t), "{millis}");
         }
     }
 
