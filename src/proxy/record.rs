@@ -13,6 +13,9 @@ use crate::policy::Decision;
 use crate::refusal::Refusal;
 use crate::tenant::Tenant;
 
+mod series;
+use series::Labels;
+
 impl Gateway {
     /// Builds the audit record of a finished request and counts it in the
     /// metrics.
@@ -103,24 +106,21 @@ pub(super) async fn write_record(
     let websocket = ctx.forward.as_ref().is_some_and(|f| f.websocket) && ctx.refusal.is_none();
     let mut status_digits = itoa::Buffer::new();
     let status_label = status_digits.format(status);
-    m.requests
-        .with_label_values(&[
-            tenant_id,
-            operation.as_deref().unwrap_or("-"),
-            decision,
-            status_label,
-        ])
-        .inc();
-    if !websocket {
-        m.request_duration
-            .with_label_values(&[tenant_id, decision])
-            .observe(latency.as_secs_f64());
-    }
-    if let Some(d) = ctx.upstream_latency {
-        m.upstream_duration
-            .with_label_values(&[tenant_id])
-            .observe(d.as_secs_f64());
-    }
+    let labels = Labels {
+        tenant: &tenant,
+        operation: &operation,
+        decision,
+        status,
+    };
+    labels.with_handles(|h| {
+        h.requests.inc();
+        if !websocket {
+            h.duration.observe(latency.as_secs_f64());
+        }
+        if let Some(d) = ctx.upstream_latency {
+            h.upstream.observe(d.as_secs_f64());
+        }
+    });
     if let Some(service) = &ctx.service {
         m.service_requests
             .with_label_values(&[
