@@ -52,7 +52,9 @@ pub fn coarse_tokio() -> tokio::time::Instant {
     tokio::time::Instant::from_std(coarse())
 }
 
-/// Unix time in whole seconds (token expiry, rate-limit reset times).
+/// Unix time in whole seconds, up to a tick behind: for the `Date` value,
+/// never to judge a token (one issued this very second could look as if it
+/// were issued in the future: see [`unix_secs_exact`]).
 #[cfg(target_os = "linux")]
 pub fn unix_secs() -> u64 {
     coarse_source::unix()
@@ -61,11 +63,12 @@ pub fn unix_secs() -> u64 {
 /// Unix time in whole seconds.
 #[cfg(not(target_os = "linux"))]
 pub fn unix_secs() -> u64 {
-    precise_unix_secs()
+    unix_secs_exact()
 }
 
-#[cfg_attr(target_os = "linux", allow(dead_code))]
-fn precise_unix_secs() -> u64 {
+/// Unix time in whole seconds, never behind the wall clock: what tokens'
+/// `iat` and `exp` are checked against.
+pub fn unix_secs_exact() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -126,19 +129,34 @@ mod tests {
 
     #[test]
     fn unix_seconds_match_the_precise_wall_clock() {
-        let before = precise_unix_secs();
+        let before = unix_secs_exact();
         let s = unix_secs();
-        let after = precise_unix_secs();
+        let after = unix_secs_exact();
         // A coarse second may lag the precise one by a tick across a boundary.
         assert!(s + 1 >= before && s <= after, "{before} <= {s} <= {after}");
         assert!(s > 1_700_000_000);
     }
 
     #[test]
+    fn exact_seconds_are_never_behind_the_wall_clock() {
+        // A session token issued "now" must not look issued in the future:
+        // over ~1.5 s (at least one second boundary, where the coarse clock
+        // lags for up to a tick), never behind.
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            assert!(unix_secs_exact() >= wall);
+        }
+    }
+
+    #[test]
     fn http_date_is_imf_fixdate_of_now() {
-        let before = precise_unix_secs();
+        let before = unix_secs_exact();
         let v = http_date();
-        let after = precise_unix_secs();
+        let after = unix_secs_exact();
         let text = v.to_str().unwrap();
         assert_eq!(text.len(), 29, "{text}");
         assert!(text.ends_with(" GMT"), "{text}");

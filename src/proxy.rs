@@ -122,8 +122,12 @@ pub struct RequestCtx {
     handed_over: bool,
 }
 
+/// Unix seconds for the request's decisions (token `iat`/`exp`, quota
+/// windows, reset times): exact, since a coarse clock a tick behind would
+/// refuse a session token issued this very second as issued in the future
+/// (found by tests/upstream_tls.rs at a second boundary).
 fn unix_now() -> u64 {
-    crate::clock::unix_secs()
+    crate::clock::unix_secs_exact()
 }
 
 #[async_trait]
