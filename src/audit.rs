@@ -15,11 +15,15 @@
 //! retried until it is written; with `drop`, it is dropped and counted.
 
 mod encode;
+mod file;
+mod spare;
 mod time;
 
 pub use time::Timestamp;
 
-use std::io::Write;
+use file::{open, write_file, write_lines};
+use spare::Spare;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,45 +106,6 @@ pub struct Entry<'a> {
 /// lines moving between the two threads than the encoding itself (perf,
 /// benches/README.md, session 8).
 pub type Line = Vec<u8>;
-
-/// Line buffers the writer has written, for the request side to fill again.
-/// A buffer allocated on a proxy thread and freed on the writer's is the
-/// system allocator's slowest case (its per-thread cache never gets the
-/// size back: ~250 instructions a `malloc` plus a locked `free`, callgrind),
-/// so buffers go round instead.
-#[derive(Default)]
-struct Spare(std::sync::Mutex<Vec<Line>>);
-
-/// Buffers larger than this are not kept.
-const SPARE_LARGEST: usize = 4096;
-
-impl Spare {
-    fn take(&self) -> Line {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut s| s.pop())
-            .unwrap_or_default()
-    }
-
-    /// Keeps up to `most` of `lines` (emptied), drops the rest; empties
-    /// `lines`.
-    fn give(&self, lines: &mut Vec<Line>, most: usize) {
-        if let Ok(mut spare) = self.0.lock() {
-            let room = most.saturating_sub(spare.len());
-            let keep = lines
-                .drain(..)
-                .filter(|l| l.capacity() <= SPARE_LARGEST)
-                .take(room)
-                .map(|mut l| {
-                    l.clear();
-                    l
-                });
-            spare.extend(keep);
-        }
-        lines.clear();
-    }
-}
 
 /// A place in the queue taken by [`AuditLog::reserve`].
 pub type Permit = mpsc::OwnedPermit<Line>;
@@ -382,72 +347,6 @@ impl AuditWriter {
                 }
             }
         }
-    }
-}
-
-fn open(path: &std::path::Path) -> Option<std::fs::File> {
-    match std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!(path = %path.display(), error = %e, "cannot open the audit file");
-            None
-        }
-    }
-}
-
-fn write_lines(w: &mut impl Write, batch: &[Line]) -> bool {
-    let mut buf = Vec::with_capacity(batch.iter().map(|l| l.len() + 1).sum());
-    for line in batch {
-        buf.extend_from_slice(line);
-        buf.push(b'\n');
-    }
-    w.write_all(&buf).and_then(|()| w.flush()).is_ok()
-}
-
-fn write_file(
-    file: &mut Option<std::fs::File>,
-    path: &std::path::Path,
-    max_bytes: u64,
-    keep: u32,
-    batch: &[Line],
-) -> bool {
-    if file.is_none() {
-        *file = open(path);
-    }
-    let Some(f) = file.as_mut() else {
-        return false;
-    };
-    if max_bytes > 0 && f.metadata().map(|m| m.len()).unwrap_or(0) >= max_bytes {
-        rotate(path, keep);
-        *file = open(path);
-    }
-    match file.as_mut() {
-        Some(f) => write_lines(f, batch),
-        None => false,
-    }
-}
-
-/// `path` -> `path.1` -> ... -> `path.keep` (the oldest is removed).
-fn rotate(path: &std::path::Path, keep: u32) {
-    let numbered = |n: u32| {
-        let mut p = path.as_os_str().to_owned();
-        p.push(format!(".{n}"));
-        PathBuf::from(p)
-    };
-    if keep == 0 {
-        let _ = std::fs::remove_file(path);
-        return;
-    }
-    let _ = std::fs::remove_file(numbered(keep));
-    for n in (1..keep).rev() {
-        let _ = std::fs::rename(numbered(n), numbered(n + 1));
-    }
-    if let Err(e) = std::fs::rename(path, numbered(1)) {
-        tracing::error!(path = %path.display(), error = %e, "cannot rotate the audit file");
     }
 }
 

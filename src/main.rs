@@ -165,10 +165,7 @@ fn revoke(path: Option<PathBuf>, args: RevokeArgs) -> ExitCode {
         eprintln!("error: no tenant with id {:?} in the config", args.tenant);
         return ExitCode::from(1);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = stream_gateway::clock::unix_secs_exact();
     let until = now.saturating_add(args.keep.as_secs());
     let target = if let Some(u) = args.user {
         Target::User(u)

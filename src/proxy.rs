@@ -122,10 +122,8 @@ pub struct RequestCtx {
     handed_over: bool,
 }
 
-/// Unix seconds for the request's decisions (token `iat`/`exp`, quota
-/// windows, reset times): exact, since a coarse clock a tick behind would
-/// refuse a session token issued this very second as issued in the future
-/// (found by tests/upstream_tls.rs at a second boundary).
+/// Unix seconds for the request's decisions (token `iat`/`exp`): exact,
+/// never the coarse clock (see `clock::unix_secs`).
 fn unix_now() -> u64 {
     crate::clock::unix_secs_exact()
 }

@@ -166,19 +166,16 @@ impl TenantKeys {
         let Ok(mut map) = self.0.lock() else {
             return make().keys;
         };
-        match map.get_mut(tenant) {
-            Some(w) if w.minute == minute && w.day == day => w.keys.clone(),
-            Some(w) => {
-                *w = make();
-                w.keys.clone()
-            }
-            None => {
-                let w = make();
-                let keys = w.keys.clone();
-                map.insert(tenant.into(), w);
-                keys
-            }
+        if let Some(w) = map
+            .get(tenant)
+            .filter(|w| w.minute == minute && w.day == day)
+        {
+            return w.keys.clone();
         }
+        let w = make();
+        let keys = w.keys.clone();
+        map.insert(tenant.into(), w);
+        keys
     }
 }
 

@@ -1,4 +1,5 @@
 //! Audit sinks and the full-queue behaviour, without a gateway.
+use super::spare::SPARE_LARGEST;
 use super::*;
 
 fn record(i: u64) -> Record {

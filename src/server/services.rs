@@ -36,13 +36,6 @@ impl pingora::services::background::BackgroundService for LimitPruner {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Closes open websockets whose session was revoked or has expired, once a
 /// second (the bound on how long such a socket stays open).
 pub(super) struct SocketSweep {
@@ -64,7 +57,7 @@ impl pingora::services::background::BackgroundService for SocketSweep {
                     return;
                 }
                 _ = tokio::time::sleep(SWEEP_EVERY) => {
-                    let n = self.sockets.sweep(&self.revocations, unix_now());
+                    let n = self.sockets.sweep(&self.revocations, crate::clock::unix_secs_exact());
                     if n > 0 {
                         tracing::info!(sockets = n, "closing websockets: session revoked or expired");
                     }
@@ -121,7 +114,7 @@ impl pingora::services::background::BackgroundService for RevocationPoller {
                 .await;
             let result = match version {
                 Ok(v) if seen.as_ref() == Some(&(v.clone(), key)) => Ok(()),
-                Ok(v) => Revocations::load(&self.redis, &tenants, unix_now())
+                Ok(v) => Revocations::load(&self.redis, &tenants, crate::clock::unix_secs_exact())
                     .await
                     .map(|set| {
                         self.revocations.replace(set);
