@@ -11,7 +11,10 @@
 # after, and prints CPU microseconds per request, in all and split into user
 # space and kernel (sys); runs rotate REPS times.
 #   cargo build --release --bin stream-gateway --example bare-pingora
-#   benches/cpu-per-request.sh            (SECONDS_EACH=10 REPS=3)
+#   benches/cpu-per-request.sh            (SECONDS_EACH=10 REPS=3 USERS=1)
+# USERS>1: each request carries the next of USERS session tokens (the
+# harness's wrk-multiuser.lua, as run-peers.sh does), so per-user caches and
+# limiter tables see many users; wrk's Lua costs it some of its own ceiling.
 # Loopback only; stops everything it started, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +22,7 @@ ROOT=$PWD
 SHARED=$(cd "${SHARED:-../shared/bench}" && pwd)
 SECONDS_EACH=${SECONDS_EACH:-10}
 REPS=${REPS:-3}
+USERS=${USERS:-1}
 PY=python3
 for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || { echo "cpu-per-request: needs $tool (apt-get install wrk nginx-light haproxy)" >&2; exit 1; }
@@ -36,7 +40,13 @@ export BENCH_UPSTREAM_WS=ws://127.0.0.1:9002
 export BENCH_BLOCKED_PREFIXES="/channeltypes /campaigns /export_channels /users/deactivate /permissions"
 export BENCH_TOKENS_FILE="$RUN_DIR/tokens.txt"
 TOKEN=$("$PY" "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
-echo "$TOKEN" >"$BENCH_TOKENS_FILE"
+if ((USERS > 1)); then
+  "$PY" "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --users "$USERS" --exp-in 86400 >"$BENCH_TOKENS_FILE"
+  WRK_ARGS=(-s "$SHARED/wrk-multiuser.lua")
+else
+  echo "$TOKEN" >"$BENCH_TOKENS_FILE"
+  WRK_ARGS=(-H "Authorization: Bearer $TOKEN")
+fi
 BENCH_PATH="/channels/messaging/general?api_key=bench-key"
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
@@ -68,7 +78,7 @@ HZ=$(getconf CLK_TCK)
 for t in nginx haproxy-jwt-mint bare-pingora gateway; do  # warm-up, checks the answer
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH")
   [[ "$code" == 200 ]] || { echo "cpu-per-request: $t answered $code" >&2; exit 1; }
-  wrk -t1 -c64 -d2s -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH" >/dev/null
+  wrk -t1 -c64 -d2s "${WRK_ARGS[@]}" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH" >/dev/null
 done
 printf 'rep\ttarget\trequests\treq_per_s\tcpu_s\tcpu_us_per_req\tuser_us\tsys_us\n'
 order=(nginx haproxy-jwt-mint bare-pingora gateway)
@@ -76,7 +86,7 @@ for rep in $(seq "$REPS"); do
   for i in "${!order[@]}"; do
     t=${order[$(( (i + rep) % ${#order[@]} ))]}
     read -r u0 s0 < <(tree_ticks "${SRV[$t]}")
-    out=$(wrk -t1 -c64 -d"${SECONDS_EACH}s" -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH")
+    out=$(wrk -t1 -c64 -d"${SECONDS_EACH}s" "${WRK_ARGS[@]}" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH")
     read -r u1 s1 < <(tree_ticks "${SRV[$t]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")

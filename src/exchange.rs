@@ -53,7 +53,7 @@ impl Forward {
     /// The session's user; `None` for anonymous and service requests.
     pub fn user_id(&self) -> Option<&str> {
         match &self.auth {
-            ForwardAuth::User { user_id, .. } => Some(user_id),
+            ForwardAuth::User { session, .. } => Some(&session.user_id),
             ForwardAuth::Anonymous | ForwardAuth::Service { .. } => None,
         }
     }
@@ -69,7 +69,7 @@ impl Forward {
 
 pub enum ForwardAuth {
     User {
-        user_id: String,
+        session: Arc<Session>,
         token: Arc<Minted>,
     },
     Anonymous,
@@ -305,8 +305,7 @@ impl Exchange {
         }
         let (auth, path_and_query, session) = match user {
             Some(session) => {
-                let user_id = session.user_id.clone();
-                let token = tenant.minter.token_for(&user_id, now).map_err(|e| {
+                let token = tenant.minter.token_for_session(&session, now).map_err(|e| {
                     tracing::error!(tenant = %tenant.id, error = %e, "minting a Stream token failed");
                     Refusal::Internal
                 })?;
@@ -314,7 +313,7 @@ impl Exchange {
                 // as "act as this user" for server tokens, so it is always
                 // overwritten with the session's user, never trusted.
                 if sent_user_id {
-                    append.push(("user_id", user_id.as_str()));
+                    append.push(("user_id", session.user_id.as_str()));
                 }
                 // Stream reads a websocket's credentials from the query.
                 if connect {
@@ -322,7 +321,11 @@ impl Exchange {
                     append.push(("stream-auth-type", "jwt"));
                 }
                 let pq = query::with_query(path, pairs, drop, &append);
-                (ForwardAuth::User { user_id, token }, pq, Some(session))
+                let auth = ForwardAuth::User {
+                    session: Arc::clone(&session),
+                    token,
+                };
+                (auth, pq, Some(session))
             }
             None => {
                 if &*operation == crate::policy::UNKNOWN_OPERATION {

@@ -9,7 +9,14 @@
 //! that point the next request mints a fresh one. The clock is a parameter so
 //! refresh is tested without sleeping. The cache is bounded (quick_cache,
 //! S3-FIFO); an entry is used only before its refresh point.
+//!
+//! A verified session also keeps the token last handed out for it
+//! ([`TokenSlot`], in the cached [`Session`]), so a request whose session
+//! came from the verified-session cache finds its token there, without a
+//! second cache lookup by user id: with many users both lookups miss the
+//! CPU's caches (benches/README.md, session 9).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +25,11 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde::Serialize;
 
 use crate::config::Secret;
+use crate::session::Session;
+
+/// Tells minters apart (a session's slot may hold a token of a minter that
+/// a config reload replaced).
+static MINTERS: AtomicU64 = AtomicU64::new(1);
 
 /// A minted Stream token, ready to put in the `Authorization` header.
 #[derive(Debug)]
@@ -26,6 +38,8 @@ pub struct Minted {
     pub iat: u64,
     pub exp: u64,
     refresh_at: u64,
+    /// The [`TokenMinter::id`] that signed it.
+    minter: u64,
 }
 
 impl Minted {
@@ -57,7 +71,35 @@ pub enum MintError {
     Header,
 }
 
+/// The Stream token last handed out for a session, kept on the session.
+/// Clones share the token; sessions compare equal whatever their slots hold
+/// (it is a cache, not part of who the session is).
+#[derive(Default)]
+pub struct TokenSlot(arc_swap::ArcSwapOption<Minted>);
+
+impl Clone for TokenSlot {
+    fn clone(&self) -> Self {
+        TokenSlot(arc_swap::ArcSwapOption::new(self.0.load_full()))
+    }
+}
+
+impl PartialEq for TokenSlot {
+    fn eq(&self, _: &TokenSlot) -> bool {
+        true
+    }
+}
+
+impl Eq for TokenSlot {}
+
+impl std::fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenSlot")
+    }
+}
+
 pub struct TokenMinter {
+    /// From [`MINTERS`]: which slot entries are this minter's.
+    id: u64,
     key: EncodingKey,
     header: Header,
     ttl: u64,
@@ -83,6 +125,7 @@ impl TokenMinter {
 
     pub fn new(secret: &Secret, ttl: Duration, capacity: u64) -> TokenMinter {
         TokenMinter {
+            id: MINTERS.fetch_add(1, Ordering::Relaxed),
             key: EncodingKey::from_secret(secret.expose()),
             header: Header::new(jsonwebtoken::Algorithm::HS256),
             ttl: ttl.as_secs().max(1),
@@ -122,6 +165,28 @@ impl TokenMinter {
         }
         self.server.store(Some(Arc::clone(&minted)));
         Ok(minted)
+    }
+
+    /// A token for `session`'s user with life left at `now`: the one in the
+    /// session's slot when this minter put it there, else [`Self::token_for`]
+    /// (then kept in the slot). With caching off (capacity 0) every request
+    /// mints, as before.
+    pub fn token_for_session(&self, session: &Session, now: u64) -> Result<Arc<Minted>, MintError> {
+        if self.cache.is_none() {
+            return self.token_for(&session.user_id, now);
+        }
+        let slot = &session.stream_token.0;
+        if let Some(t) = &*slot.load() {
+            if t.minter == self.id && now < t.refresh_at {
+                if let Some((_, hits)) = &self.counters {
+                    hits.inc();
+                }
+                return Ok(Arc::clone(t));
+            }
+        }
+        let t = self.token_for(&session.user_id, now)?;
+        slot.store(Some(Arc::clone(&t)));
+        Ok(t)
     }
 
     /// A token for `user_id` with life left at `now`: cached, or minted now.
@@ -164,6 +229,7 @@ impl TokenMinter {
             iat: now,
             exp: now + self.ttl,
             refresh_at: now + self.ttl * 3 / 4,
+            minter: self.id,
         })
     }
 }
@@ -218,6 +284,82 @@ mod tests {
         assert_eq!((c.iat, c.exp), (1_075, 1_175));
         let user = m.token_for("server", 1_075).unwrap();
         assert_ne!(user.token(), c.token(), "a user named server is a user");
+    }
+
+    fn session(user: &str) -> Session {
+        Session {
+            user_id: user.into(),
+            expires_at: u64::MAX,
+            issued_at: None,
+            id: "jti:1".into(),
+            stream_token: TokenSlot::default(),
+        }
+    }
+
+    #[test]
+    fn a_session_keeps_its_token_and_uses_it_first() {
+        let m = minter(100);
+        let s = session("alice");
+        let a = m.token_for_session(&s, 1_000).unwrap();
+        let kept = s.stream_token.0.load_full().expect("kept in the slot");
+        assert!(Arc::ptr_eq(&a, &kept));
+        assert!(Arc::ptr_eq(&a, &m.token_for("alice", 1_000).unwrap()));
+        // What the slot holds is served before the cache by user id.
+        let planted = Arc::new(m.mint("alice", 1_010).unwrap());
+        s.stream_token.0.store(Some(Arc::clone(&planted)));
+        assert!(Arc::ptr_eq(
+            &m.token_for_session(&s, 1_020).unwrap(),
+            &planted
+        ));
+        // Refreshed at three quarters of its life, like the cache's.
+        let b = m.token_for_session(&s, 1_085).unwrap();
+        assert!(!Arc::ptr_eq(&b, &planted));
+        assert_eq!((b.iat, b.exp), (1_085, 1_185));
+        let claims = |t: &Minted| {
+            let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+            v.validate_exp = false;
+            v.required_spec_claims.clear();
+            decode::<serde_json::Value>(t.token(), &DecodingKey::from_secret(b"stream-secret"), &v)
+                .unwrap()
+                .claims
+        };
+        assert_eq!(claims(&b)["user_id"], "alice");
+    }
+
+    #[test]
+    fn another_minters_token_in_the_slot_is_not_used() {
+        // A config reload makes a new minter (maybe a new secret); sessions
+        // cached before it keep the old minter's token in their slots.
+        let old = minter(100);
+        let new = TokenMinter::new(
+            &Secret::from_bytes("rotated-secret"),
+            Duration::from_secs(100),
+            100,
+        );
+        let s = session("alice");
+        let a = old.token_for_session(&s, 1_000).unwrap();
+        let b = new.token_for_session(&s, 1_001).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        let mut v = Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.validate_exp = false;
+        v.required_spec_claims.clear();
+        let rotated = DecodingKey::from_secret(b"rotated-secret");
+        assert!(decode::<serde_json::Value>(b.token(), &rotated, &v).is_ok());
+        assert!(decode::<serde_json::Value>(a.token(), &rotated, &v).is_err());
+    }
+
+    #[test]
+    fn with_caching_off_the_slot_is_not_used_either() {
+        let m = TokenMinter::new(
+            &Secret::from_bytes("stream-secret"),
+            Duration::from_secs(100),
+            0,
+        );
+        let s = session("alice");
+        let a = m.token_for_session(&s, 1_000).unwrap();
+        let b = m.token_for_session(&s, 1_000).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b), "minted each time");
+        assert!(s.stream_token.0.load_full().is_none());
     }
 
     #[test]

@@ -6,6 +6,7 @@ fn session(user: &str, iat: Option<u64>, id: &str, exp: u64) -> Arc<Session> {
         expires_at: exp,
         issued_at: iat,
         id: id.into(),
+        stream_token: Default::default(),
     })
 }
 

@@ -243,6 +243,7 @@ mod tests {
             expires_at: 2_000,
             issued_at: None,
             id: "jti:1".into(),
+            stream_token: Default::default(),
         };
         let stored = cache.insert("t", session, 1_000);
         assert_eq!(stored.user_id, "u");

@@ -93,6 +93,7 @@ impl ClaimRules {
             expires_at: exp,
             issued_at: iat,
             id: session_id(jti, token),
+            stream_token: Default::default(),
         })
     }
 

@@ -78,6 +78,9 @@ pub struct Session {
     /// What a single-session revocation names: `jti:<jti>` when the token
     /// has a `jti`, else `sha256:<hex of the token>`. Never the token itself.
     pub id: String,
+    /// The Stream token last minted (or found) for this session
+    /// ([`TokenMinter::token_for_session`](crate::stream_token::TokenMinter::token_for_session)).
+    pub stream_token: crate::stream_token::TokenSlot,
 }
 
 /// The revocation id of a session token: its `jti`, or a SHA-256 of the

@@ -166,6 +166,7 @@ impl OpaqueSessions {
             expires_at,
             issued_at: None,
             id: session_id(None, token),
+            stream_token: Default::default(),
         })
     }
 }
