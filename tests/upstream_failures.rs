@@ -1,7 +1,8 @@
 //! The built gateway in front of a broken or slow upstream, and its admin
 //! listener. A refused upstream connection answers 502 (Stream code -1), an
 //! upstream that closes without answering 502, one slower than `read_timeout`
-//! 504 (code 23, retryable in Stream's SDKs), each in Stream's error shape and
+//! 504 (code 23, retryable in Stream's SDKs), as does one whose connection is
+//! not accepted within `connect_timeout`, each in Stream's error shape and
 //! quickly; the gateway keeps serving afterwards. The admin listener answers
 //! `/healthz`, `/readyz`, 404 for other paths and 405 for other methods.
 
@@ -83,6 +84,33 @@ async fn upstream_down_gets_502_in_stream_shape() {
         !message.contains(&dead.to_string()),
         "the upstream address leaked: {body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connect_slower_than_connect_timeout_gets_504() {
+    // A listener whose accept queue is full: the kernel drops further SYNs,
+    // so a connection attempt hangs (no refusal) until the gateway gives up.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+    let listener = socket.listen(0).expect("listen");
+    let full = listener.local_addr().expect("local_addr");
+    let _queued = std::net::TcpStream::connect(full).expect("the one queued connection");
+    let gw = Gateway::start(&config(&format!("http://{full}"), "1s", "5s"));
+
+    let started = Instant::now();
+    let resp = get_channel(&gw).send().await.expect("send");
+    let took = started.elapsed();
+    let body = assert_gateway_refusal(resp, 504, 23).await;
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "connect_timeout = 1s but the 504 took {took:?}"
+    );
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.contains(&full.to_string()),
+        "the upstream address leaked: {body}"
+    );
+    drop(listener);
 }
 
 /// Accepts connections, reads each request head, then closes without a byte.

@@ -19,8 +19,9 @@
 //! hostile or unusual input meets pingora's parser and the checks it always
 //! met. Only plain-TCP listeners have a fast path.
 //!
-//! Upstream connections are dialled by the gateway's own pingora connector
-//! (same TLS settings) and kept in the fast path's own pool (`pool.rs`);
+//! Upstream connections are dialled here (plain TCP, a bare socket) or by
+//! the gateway's own pingora connector (TLS, same settings) (`conn.rs`) and
+//! kept in the fast path's own pool (`pool.rs`);
 //! one that fails before any byte of the answer after being reused is
 //! replaced by a new connection, once, as pingora does.
 
@@ -44,6 +45,7 @@ use http::HeaderValue;
 use wait::{until, within};
 
 mod chunked;
+mod conn;
 #[cfg(fuzzing)]
 mod fuzz;
 mod pool;

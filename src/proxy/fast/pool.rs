@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use pingora::protocols::Stream;
+use super::conn::Conn;
 
 /// Idle connections kept (pingora's default keep-alive pool size).
 pub const CAPACITY: usize = 128;
 
 struct Idle {
-    stream: Stream,
+    stream: Conn,
     addr: SocketAddr,
     since: Instant,
 }
@@ -32,7 +32,7 @@ pub struct Pool {
 
 impl Pool {
     /// The most recently returned live connection to `addr`, if any.
-    pub fn get(&self, addr: SocketAddr, idle_timeout: Duration, now: Instant) -> Option<Stream> {
+    pub fn get(&self, addr: SocketAddr, idle_timeout: Duration, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(c) = idle.pop() {
             if c.addr == addr && now.duration_since(c.since) < idle_timeout {
@@ -43,7 +43,7 @@ impl Pool {
     }
 
     /// Keeps a connection whose last exchange completed.
-    pub fn put(&self, stream: Stream, addr: SocketAddr, idle_timeout: Duration, now: Instant) {
+    pub fn put(&self, stream: Conn, addr: SocketAddr, idle_timeout: Duration, now: Instant) {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
@@ -74,13 +74,20 @@ impl Pool {
 mod tests {
     use super::*;
 
-    async fn stream(listener: &tokio::net::TcpListener) -> (Stream, u64) {
+    /// A connection and its local port (which tells connections apart).
+    async fn stream(listener: &tokio::net::TcpListener) -> (Conn, u16) {
         let addr = listener.local_addr().unwrap();
         let (s, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
         let (s, _) = (s.unwrap(), accepted.unwrap());
-        let s: Stream = Box::new(pingora::protocols::l4::stream::Stream::from(s));
-        let id = s.id() as u64;
-        (s, id)
+        let port = s.local_addr().unwrap().port();
+        (Conn::Tcp(s), port)
+    }
+
+    fn port(c: Conn) -> u16 {
+        match c {
+            Conn::Tcp(s) => s.local_addr().unwrap().port(),
+            Conn::Pingora(_) => unreachable!("the tests pool plain sockets"),
+        }
     }
 
     #[tokio::test]
@@ -95,8 +102,8 @@ mod tests {
         let (b, b_id) = stream(&listener).await;
         pool.put(a, addr, idle, t0);
         pool.put(b, addr, idle, t0);
-        assert_eq!(pool.get(addr, idle, t0).map(|s| s.id() as u64), Some(b_id));
-        assert_eq!(pool.get(addr, idle, t0).map(|s| s.id() as u64), Some(a_id));
+        assert_eq!(pool.get(addr, idle, t0).map(port), Some(b_id));
+        assert_eq!(pool.get(addr, idle, t0).map(port), Some(a_id));
         assert!(pool.get(addr, idle, t0).is_none());
 
         // Another address (the upstream re-resolved): dropped, not used.
@@ -114,10 +121,7 @@ mod tests {
         pool.put(e, addr, idle, t0);
         pool.put(f, addr, idle, t0 + idle);
         assert_eq!(pool.len(), 1, "the stale one went when the new one came");
-        assert_eq!(
-            pool.get(addr, idle, t0 + idle).map(|s| s.id() as u64),
-            Some(f_id)
-        );
+        assert_eq!(pool.get(addr, idle, t0 + idle).map(port), Some(f_id));
     }
 
     #[tokio::test]

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use bytes::Buf;
 use http::HeaderValue;
-use pingora::prelude::*;
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::conn::{self, Conn, Failed};
 use super::wire::{self, Framing, ParsedResponse};
 use super::{common_headers, refuse, within, write_client, Scratch};
 use crate::proxy::{Gateway, RequestCtx};
@@ -159,8 +159,6 @@ pub(super) async fn proxy(
     (resp.status, keep)
 }
 
-type Failed = (Refusal, String);
-
 /// Sends the head in `s.out` and reads the answer's head into `s.resp`,
 /// then writes the client's head into `s.out`; a pooled connection that
 /// fails before answering is replaced by a new one, once.
@@ -171,16 +169,9 @@ async fn send(
     head_request: bool,
     common: &[(&'static str, HeaderValue)],
     close: bool,
-) -> Result<(pingora::protocols::Stream, wire::Response), Failed> {
+) -> Result<(Conn, wire::Response), Failed> {
     let settings = &gw.upstream.settings;
     let m = crate::metrics::get();
-    let failed = |e: Box<Error>| {
-        let refusal = match e.etype() {
-            ConnectTimedout => Refusal::UpstreamTimeout,
-            _ => Refusal::UpstreamUnavailable,
-        };
-        (refusal, e.to_string())
-    };
     let mut pooled = true;
     'attempt: loop {
         let idle = pooled
@@ -191,12 +182,7 @@ async fn send(
             .flatten();
         let (mut up, reused) = match idle {
             Some(up) => (up, true),
-            // The peer (its options) is only needed to dial a new connection.
-            None => {
-                let peer = gw.upstream.peer(false);
-                let up = gw.connector.new_stream(&peer).await.map_err(failed)?;
-                (up, false)
-            }
+            None => (conn::dial(gw, addr).await?, false),
         };
         if reused {
             m.upstream_connections_reused.inc();
