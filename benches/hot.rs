@@ -125,6 +125,18 @@ fn tokens_limits_audit(c: &mut Criterion) {
     c.bench_function("stream token: cache hit", |b| {
         b.iter(|| black_box(minter.token_for(black_box("alice"), t).is_ok()))
     });
+    // What a request with a cached session does (session 9): the token kept
+    // on the session, no lookup by user id.
+    let session = stream_gateway::session::Session {
+        user_id: "alice".into(),
+        expires_at: u64::MAX,
+        issued_at: None,
+        id: "jti:1".into(),
+        stream_token: Default::default(),
+    };
+    c.bench_function("stream token: kept on the session", |b| {
+        b.iter(|| black_box(minter.token_for_session(black_box(&session), t).is_ok()))
+    });
     let mut i = 0u64;
     c.bench_function("stream token: mint (new user each time)", |b| {
         b.iter(|| {
