@@ -30,5 +30,6 @@ max_file_bytes = 0
 EOT
 fi
 # GATEWAY_WRAP: a command to run the binary under (benches/callgrind.sh: valgrind).
+# GATEWAY_BIN: another build of the gateway (benches/ab.sh compares builds).
 # shellcheck disable=SC2086
-exec env RUST_LOG="${RUST_LOG:-warn}" ${GATEWAY_WRAP:-} target/release/stream-gateway --config "$conf"
+exec env RUST_LOG="${RUST_LOG:-warn}" ${GATEWAY_WRAP:-} "${GATEWAY_BIN:-target/release/stream-gateway}" --config "$conf"

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Compares builds of the gateway on one box in one run, interleaved, by the two
+# numbers that a noisy box moves least: CPU time per request (user + kernel,
+# from /proc, all threads) and user space alone, plus req/s. Each rep starts
+# each build in turn (benches/run-gateway.sh, everything on: GATEWAY_FULL=1),
+# warms it for 1 s, loads it with wrk -t1 -c64 for SECS and stops it; the
+# upstream is the harness's nginx. Prints every rep and the medians.
+#   cp target/release/stream-gateway /tmp/gw-before   (build, change, rebuild)
+#   benches/ab.sh /tmp/gw-before target/release/stream-gateway   (REPS=5 SECS=6 USERS=1)
+# Loopback only; stops everything it started, by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=$(cd "${SHARED:-../shared/bench}" && pwd)
+REPS=${REPS:-5}
+SECS=${SECS:-6}
+USERS=${USERS:-1}
+(($# >= 2)) || { echo "ab: give two or more gateway binaries" >&2; exit 1; }
+for b in "$@"; do [[ -x "$b" ]] || { echo "ab: $b is not an executable" >&2; exit 1; }; done
+for tool in wrk nginx python3; do
+  command -v "$tool" >/dev/null || { echo "ab: needs $tool (apt-get install wrk nginx-light)" >&2; exit 1; }
+done
+for port in 9001 9100; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "ab: 127.0.0.1:$port is already in use (another bench still running?)" >&2; exit 1
+  fi
+done
+RUN_DIR=$(mktemp -d -t ab.XXXXXX)
+mkdir -p "$RUN_DIR/tmp-upstream"
+export BENCH_WORKERS=1 BENCH_APP_SECRET=bench-app-secret-not-for-production
+export BENCH_STREAM_SECRET=bench-stream-secret-not-for-production
+export BENCH_STREAM_API_KEY=bench-key BENCH_LISTEN=127.0.0.1:9100 BENCH_UPSTREAM=http://127.0.0.1:9001
+export GATEWAY_FULL=${GATEWAY_FULL:-1} GATEWAY_AUDIT_FILE="$RUN_DIR/audit.jsonl"
+TOKEN=$(python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
+WRK_ARGS=(-H "Authorization: Bearer $TOKEN")
+if ((USERS > 1)); then
+  export BENCH_TOKENS_FILE="$RUN_DIR/tokens.txt"
+  python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --users "$USERS" --exp-in 86400 >"$BENCH_TOKENS_FILE"
+  WRK_ARGS=(-s "$SHARED/wrk-multiuser.lua")
+fi
+BENCH_PATH="/channels/messaging/general?api_key=bench-key"
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "ab: port $1 not open" >&2; exit 1; }
+wait_closed() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null || return 0; sleep 0.1; done; echo "ab: port $1 still open" >&2; exit 1; }
+nginx -p "$RUN_DIR" -c "$SHARED/nginx-upstream.conf" -g "daemon off; worker_processes 1;" >"$RUN_DIR/upstream.log" 2>&1 &
+PIDS+=($!)
+wait_port 9001
+HZ=$(getconf CLK_TCK)
+printf 'rep\tbuild\treq_per_s\tcpu_us_per_req\tuser_us\tsys_us\n' | tee "$RUN_DIR/ab.tsv"
+for rep in $(seq "$REPS"); do
+  n=0
+  for b in "$@"; do
+    n=$((n + 1))
+    GATEWAY_BIN="$b" benches/run-gateway.sh >"$RUN_DIR/gateway-$n.log" 2>&1 &
+    gw=$!
+    wait_port 9100
+    wrk -t1 -c64 -d1s "${WRK_ARGS[@]}" "http://127.0.0.1:9100$BENCH_PATH" >/dev/null
+    read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$gw/stat")
+    out=$(wrk -t1 -c64 -d"${SECS}s" "${WRK_ARGS[@]}" "http://127.0.0.1:9100$BENCH_PATH")
+    read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$gw/stat")
+    kill "$gw"; wait "$gw" 2>/dev/null || true
+    wait_closed 9100
+    non2xx=$(awk '/Non-2xx/ {print $NF} /non2xx=/ {sub(/.*non2xx=/, ""); if ($1 + 0 > 0) print $1}' <<<"$out")
+    [[ -z "$non2xx" ]] || { echo "ab: $b answered $non2xx non-2xx" >&2; exit 1; }
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+    awk -v r="$rep" -v b="$n:$b" -v n="$reqs" -v rps="$rps" -v u="$((u1 - u0))" -v s="$((s1 - s0))" -v hz="$HZ" \
+      'BEGIN {printf "%s\t%s\t%s\t%.2f\t%.2f\t%.2f\n", r, b, rps, (u + s) / hz * 1e6 / n, u / hz * 1e6 / n, s / hz * 1e6 / n}' |
+      tee -a "$RUN_DIR/ab.tsv"
+  done
+done
+echo
+echo "medians ($REPS reps, USERS=$USERS, raw: $RUN_DIR/ab.tsv)"
+awk -F'\t' 'NR > 1 { rps[$2] = rps[$2] " " $3; cpu[$2] = cpu[$2] " " $4; usr[$2] = usr[$2] " " $5 }
+  function median(list,   n, a, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+    return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  END {
+    printf "%-48s %10s %14s %10s\n", "build", "req/s", "cpu us/req", "user us"
+    for (b in rps) printf "%-48s %10.0f %14.2f %10.2f\n", b, median(rps[b]), median(cpu[b]), median(usr[b])
+  }' "$RUN_DIR/ab.tsv"
