@@ -4,13 +4,15 @@
 # ../shared/bench/run-peers.sh (-t1 -c64, the bench path, a session token in
 # Authorization) through nginx (plain proxy), haproxy-jwt-mint (verifies the
 # session, mints a Stream token), a pingora proxy with no logic
-# (benches/bare_pingora.rs) and the gateway (benches/gateway-bench.toml; with
-# GATEWAY_FULL=1 limits and the audit file too), every server 1 worker, in
+# (benches/bare_pingora.rs), a tokio proxy with no logic and no pingora
+# (benches/bare_tokio.rs: the floor of the gateway's I/O design) and the
+# gateway (benches/gateway-bench.toml; with GATEWAY_FULL=1 limits and the
+# audit file too), every server 1 worker, in
 # front of the harness's nginx upstream. For each run it reads the server's
 # user+system CPU ticks (all its processes and threads, /proc) before and
 # after, and prints CPU microseconds per request, in all and split into user
 # space and kernel (sys); runs rotate REPS times.
-#   cargo build --release --bin stream-gateway --example bare-pingora
+#   cargo build --release --bin stream-gateway --example bare-pingora --example bare-tokio
 #   benches/cpu-per-request.sh            (SECONDS_EACH=10 REPS=3 USERS=1)
 # USERS>1: each request carries the next of USERS session tokens (the
 # harness's wrk-multiuser.lua, as run-peers.sh does), so per-user caches and
@@ -27,8 +29,8 @@ PY=python3
 for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || { echo "cpu-per-request: needs $tool (apt-get install wrk nginx-light haproxy)" >&2; exit 1; }
 done
-[[ -x target/release/stream-gateway && -x target/release/examples/bare-pingora ]] || {
-  echo "cpu-per-request: build first: cargo build --release --bin stream-gateway --example bare-pingora" >&2; exit 1; }
+[[ -x target/release/stream-gateway && -x target/release/examples/bare-pingora && -x target/release/examples/bare-tokio ]] || {
+  echo "cpu-per-request: build first: cargo build --release --bin stream-gateway --example bare-pingora --example bare-tokio" >&2; exit 1; }
 RUN_DIR=$(mktemp -d -t cpu-per-request.XXXXXX)
 mkdir -p "$RUN_DIR/tmp-upstream" "$RUN_DIR/tmp-proxy"
 export BENCH_WORKERS=1 BENCH_RATE_LIMIT=1000000
@@ -52,7 +54,7 @@ PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 not open" >&2; exit 1; }
-declare -A PORT=([nginx]=9101 [haproxy-jwt-mint]=9104 [bare-pingora]=9107 [gateway]=9100) SRV=()
+declare -A PORT=([nginx]=9101 [haproxy-jwt-mint]=9104 [bare-pingora]=9107 [bare-tokio]=9108 [gateway]=9100) SRV=()
 start() {  # name port command...
   local name=$1 port=$2; shift 2
   "$@" >"$RUN_DIR/$name.log" 2>&1 & SRV[$name]=$!; PIDS+=($!); wait_port "$port"
@@ -61,6 +63,7 @@ start upstream 9001 nginx -p "$RUN_DIR" -c "$SHARED/nginx-upstream.conf" -g "dae
 start nginx 9101 nginx -p "$RUN_DIR" -c "$SHARED/nginx-proxy.conf" -g "daemon off; worker_processes 1;"
 start haproxy-jwt-mint 9104 haproxy -db -f "$SHARED/haproxy-jwt-mint.cfg"
 start bare-pingora 9107 target/release/examples/bare-pingora 127.0.0.1:9107 127.0.0.1:9001
+start bare-tokio 9108 target/release/examples/bare-tokio 127.0.0.1:9108 127.0.0.1:9001
 start gateway 9100 benches/run-gateway.sh
 # User and system CPU ticks of a process and all its descendants (nginx:
 # master + worker), all threads.
@@ -75,13 +78,13 @@ tree_ticks() {
     awk '{u += $14; s += $15} END {print u + 0, s + 0}'
 }
 HZ=$(getconf CLK_TCK)
-for t in nginx haproxy-jwt-mint bare-pingora gateway; do  # warm-up, checks the answer
+for t in nginx haproxy-jwt-mint bare-pingora bare-tokio gateway; do  # warm-up, checks the answer
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH")
   [[ "$code" == 200 ]] || { echo "cpu-per-request: $t answered $code" >&2; exit 1; }
   wrk -t1 -c64 -d2s "${WRK_ARGS[@]}" "http://127.0.0.1:${PORT[$t]}$BENCH_PATH" >/dev/null
 done
 printf 'rep\ttarget\trequests\treq_per_s\tcpu_s\tcpu_us_per_req\tuser_us\tsys_us\n'
-order=(nginx haproxy-jwt-mint bare-pingora gateway)
+order=(nginx haproxy-jwt-mint bare-pingora bare-tokio gateway)
 for rep in $(seq "$REPS"); do
   for i in "${!order[@]}"; do
     t=${order[$(( (i + rep) % ${#order[@]} ))]}
