@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Compares builds of the gateway on one box in one run, interleaved, by the two
+# Compares builds of the gateway on one box in one run, interleaved (each rep
+# starting with the next build), by the two
 # numbers that a noisy box moves least: CPU time per request (user + kernel,
 # from /proc, all threads) and user space alone, plus req/s. Each rep starts
 # each build in turn (benches/run-gateway.sh, everything on: GATEWAY_FULL=1),
@@ -49,9 +50,12 @@ wait_port 9001
 HZ=$(getconf CLK_TCK)
 printf 'rep\tbuild\treq_per_s\tcpu_us_per_req\tuser_us\tsys_us\n' | tee "$RUN_DIR/ab.tsv"
 for rep in $(seq "$REPS"); do
-  n=0
-  for b in "$@"; do
-    n=$((n + 1))
+  # Each rep starts with the next build: the order within a rep shows in
+  # the numbers (the first and second runs of a pair differ by ~0.3 us).
+  builds=("$@")
+  for k in "${!builds[@]}"; do
+    n=$(( (k + rep - 1) % ${#builds[@]} + 1 ))
+    b=${builds[$((n - 1))]}
     GATEWAY_BIN="$b" benches/run-gateway.sh >"$RUN_DIR/gateway-$n.log" 2>&1 &
     gw=$!
     wait_port 9100

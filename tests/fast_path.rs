@@ -7,7 +7,8 @@
 //!
 //! Here: a keep-alive connection handed to pingora at its first request
 //! with a chunked body; pipelined requests; `fast_path = false`; a slow second head
-//! cut at `client_header_timeout`; and, against a raw upstream, chunked and
+//! cut at `client_header_timeout`; an idle keep-alive connection closed when
+//! the server stops; and, against a raw upstream, chunked and
 //! close-delimited answers, upstream keep-alive reuse, a pooled connection
 //! that died, and an answer cut short.
 
@@ -295,6 +296,49 @@ async fn a_slow_second_head_on_a_keep_alive_connection_is_cut() {
         metric(&gw, "stream_gateway_slow_request_heads_total").await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_when_the_server_stops() {
+    let fake = FakeStream::start(&[(API_KEY, STREAM_SECRET)]);
+    let config = gateway_config(&fake.url(), "", "").replacen(
+        "threads = 1\n",
+        "threads = 1\ngrace_period = \"5s\"\ngraceful_shutdown_timeout = \"1s\"\n",
+        1,
+    );
+    let mut gw = Gateway::start(&config);
+    let alice = session_for("alice");
+    // Two requests, so the connection has waited for a next head (and seen
+    // the server's stop signal not fire) more than once.
+    let mut s = connect(&gw);
+    let mut buf = Vec::new();
+    for id in ["one", "two"] {
+        s.write_all(get_head(&alice, id).as_bytes()).unwrap();
+        assert_eq!(read_response(&mut s, &mut buf).status, 200);
+    }
+    assert_eq!(fast_count(&gw).await, 2.0);
+    let sent = Instant::now();
+    gw.signal("TERM");
+    // Idle between requests, it is closed as soon as the server starts to
+    // stop, not kept through the grace period (5 s, which lets requests in
+    // flight finish) until the runtime is dropped.
+    let mut rest = Vec::new();
+    let n = s.read_to_end(&mut rest).unwrap_or(0);
+    let closed = sent.elapsed();
+    assert_eq!(
+        n,
+        0,
+        "nothing more is sent: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        closed < Duration::from_secs(3),
+        "closed {closed:?} after SIGTERM"
+    );
+    let status = gw
+        .wait_exit(Duration::from_secs(15))
+        .expect("still running 15 s after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
 }
 
 /// A raw upstream that answers each request with `answer`; `close_after`

@@ -33,6 +33,7 @@ use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::GetSocketDigest;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch::error::RecvError;
 use tokio::time::Sleep;
 
 use super::admit::CorsStep;
@@ -72,11 +73,17 @@ struct Scratch {
     timer: Pin<Box<Sleep>>,
 }
 
+/// The connection's one wait for the server to stop: made once, polled by
+/// every idle wait (a `changed()` per wait registered and removed a waiter
+/// under the watch's lock on every request).
+type Stop<'a> = Pin<&'a mut (dyn std::future::Future<Output = Result<(), RecvError>> + Send)>;
+
 /// What a wait for a request head watches besides the socket.
-struct Waiting<'a> {
+struct Waiting<'a, 'b> {
     head_started: &'a mut Option<tokio::time::Instant>,
     timer: &'a mut Pin<Box<Sleep>>,
-    shutdown: &'a mut ShutdownWatch,
+    shutdown: &'a ShutdownWatch,
+    stop: &'a mut Stop<'b>,
 }
 
 enum HeadRead {
@@ -101,7 +108,10 @@ pub(crate) async fn serve(
     let client_ip = tcp
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-    let mut shutdown = shutdown.clone();
+    let shutdown = shutdown.clone();
+    let mut watch = shutdown.clone();
+    let stop = std::pin::pin!(watch.changed());
+    let mut stop: Stop<'_> = stop;
     let mut buf = BytesMut::with_capacity(2048);
     let mut scratch = Scratch {
         out: Vec::with_capacity(1024),
@@ -124,7 +134,8 @@ pub(crate) async fn serve(
             let waiting = Waiting {
                 head_started: &mut head_started,
                 timer: &mut scratch.timer,
-                shutdown: &mut shutdown,
+                shutdown: &shutdown,
+                stop: &mut stop,
             };
             match read_head(&mut tcp, &mut buf, waiting, gw).await {
                 HeadRead::More => {}
@@ -181,13 +192,14 @@ pub(crate) async fn serve(
 async fn read_head(
     tcp: &mut TcpStream,
     buf: &mut BytesMut,
-    w: Waiting<'_>,
+    w: Waiting<'_, '_>,
     gw: &Gateway,
 ) -> HeadRead {
     let Waiting {
         head_started,
         timer,
         shutdown,
+        stop,
     } = w;
     let read = match *head_started {
         Some(started) => {
@@ -206,7 +218,8 @@ async fn read_head(
                     Some(r) => r,
                     None => return HeadRead::Closed,
                 },
-                _ = shutdown.changed() => return HeadRead::Closed,
+                // Ready at most once: the connection ends with it.
+                _ = stop.as_mut() => return HeadRead::Closed,
             }
         }
     };
