@@ -102,6 +102,11 @@ pub fn same_shape(a: &str, b: &str) -> bool {
     }
 }
 
+thread_local! {
+    /// [`LocalLimits::check`]'s per-user lookup key.
+    static USER_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 pub struct LocalLimits<C: Clock = DefaultClock> {
     clock: C,
     /// Per-route buckets, keyed by user (or client IP for anonymous users).
@@ -208,8 +213,14 @@ impl<C: Clock + Clone> LocalLimits<C> {
             }
         }
         if let (Some((burst, l)), Some(u)) = (&self.per_user, user) {
-            // Keys are owned Strings; a lookup needs one allocation.
-            l.check_key(&u.to_string())
+            // Keys are owned Strings: the lookup's key is written into a
+            // buffer kept per thread (a new key is cloned only when stored).
+            USER_KEY
+                .with_borrow_mut(|key| {
+                    key.clear();
+                    key.push_str(u);
+                    l.check_key(key)
+                })
                 .map_err(|n| self.limited("per_user", *burst, &n))?;
         }
         if let (Some((burst, l)), Some(ip)) = (&self.per_ip, ip) {

@@ -49,6 +49,22 @@ fn per_user_bucket_allows_burst_then_refills_at_rate() {
 }
 
 #[test]
+fn users_whose_ids_share_a_prefix_have_their_own_buckets() {
+    // The lookup key is written into one buffer per thread, each time anew.
+    let (l, _clock) = limits(Rate::new(1, 60, 2), None, None);
+    for _ in 0..2 {
+        assert_eq!(l.check(Some("abc"), None, ANY), Ok(()));
+    }
+    assert!(l.check(Some("abc"), None, ANY).is_err());
+    for _ in 0..2 {
+        assert_eq!(l.check(Some("ab"), None, ANY), Ok(()), "not abc's bucket");
+    }
+    assert!(l.check(Some("ab"), None, ANY).is_err());
+    assert!(l.check(Some("abc"), None, ANY).is_err(), "abc still spent");
+    assert_eq!(l.check(Some("abcd"), None, ANY), Ok(()));
+}
+
+#[test]
 fn per_minute_rates_report_long_retry_after() {
     let (l, _clock) = limits(None, Rate::new(6, 60, 1), None);
     let ip: IpAddr = "10.0.0.1".parse().unwrap();

@@ -332,8 +332,11 @@ async fn write_client(
 
 /// `X-Request-Id` and, for an allowed origin, the CORS headers: on every
 /// answer, as `respond.rs` adds them on pingora's path.
-fn common_headers(ctx: &RequestCtx) -> Vec<(&'static str, HeaderValue)> {
-    let mut list = Vec::with_capacity(1);
+/// The request id and CORS fields: inline, no allocation for the list.
+type Common = smallvec::SmallVec<[(&'static str, HeaderValue); 4]>;
+
+fn common_headers(ctx: &RequestCtx) -> Common {
+    let mut list = Common::new();
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
         list.push(("x-request-id", id));
     }
