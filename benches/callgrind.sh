@@ -26,29 +26,9 @@ for tool in wrk nginx valgrind callgrind_control callgrind_annotate; do
 done
 [[ -x target/release/stream-gateway ]] || {
   echo "callgrind: build first: cargo build --release --bin stream-gateway" >&2; exit 1; }
-for port in 9001 9100; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "callgrind: 127.0.0.1:$port is already in use (another bench still running?)" >&2; exit 1
-  fi
-done
-RUN_DIR=$(mktemp -d -t callgrind.XXXXXX)
-mkdir -p "$RUN_DIR/tmp-upstream"
-export BENCH_WORKERS=1 BENCH_APP_SECRET=bench-app-secret-not-for-production
-export BENCH_STREAM_SECRET=bench-stream-secret-not-for-production
-export BENCH_STREAM_API_KEY=bench-key BENCH_LISTEN=127.0.0.1:9100 BENCH_UPSTREAM=http://127.0.0.1:9001
-export GATEWAY_FULL=${GATEWAY_FULL:-1} GATEWAY_AUDIT_FILE="$RUN_DIR/audit.jsonl"
-TOKEN=$(python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --user bench-user-1 --exp-in 86400)
-WRK_ARGS=(-H "Authorization: Bearer $TOKEN")
-if ((USERS > 1)); then
-  export BENCH_TOKENS_FILE="$RUN_DIR/tokens.txt"
-  python3 "$SHARED/make_token.py" --secret "$BENCH_APP_SECRET" --users "$USERS" --exp-in 86400 >"$BENCH_TOKENS_FILE"
-  WRK_ARGS=(-s "$SHARED/wrk-multiuser.lua")
-fi
-BENCH_PATH="/channels/messaging/general?api_key=bench-key"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; echo "callgrind: port $1 not open" >&2; exit 1; }
+NAME=callgrind
+# shellcheck source=benches/bench-env.sh
+source benches/bench-env.sh
 nginx -p "$RUN_DIR" -c "$SHARED/nginx-upstream.conf" -g "daemon off; worker_processes 1;" >"$RUN_DIR/upstream.log" 2>&1 &
 PIDS+=($!)
 wait_port 9001
