@@ -143,13 +143,8 @@ impl TokenMinter {
     /// names no one; the gateway's audit record says which service it was).
     /// Two requests at the refresh point may both mint; either token is good.
     pub fn server_token(&self, now: u64) -> Result<Arc<Minted>, MintError> {
-        if let Some(t) = self.server.load_full() {
-            if now < t.refresh_at {
-                if let Some((_, hits)) = &self.counters {
-                    hits.inc();
-                }
-                return Ok(t);
-            }
+        if let Some(t) = self.fresh(self.server.load_full(), now) {
+            return Ok(t);
         }
         let exp = now + self.ttl;
         let minted = Arc::new(self.signed(
@@ -176,13 +171,13 @@ impl TokenMinter {
             return self.token_for(&session.user_id, now);
         }
         let slot = &session.stream_token.0;
-        if let Some(t) = &*slot.load() {
-            if t.minter == self.id && now < t.refresh_at {
-                if let Some((_, hits)) = &self.counters {
-                    hits.inc();
-                }
-                return Ok(Arc::clone(t));
-            }
+        let kept = slot
+            .load()
+            .as_ref()
+            .filter(|t| t.minter == self.id)
+            .cloned();
+        if let Some(t) = self.fresh(kept, now) {
+            return Ok(t);
         }
         let t = self.token_for(&session.user_id, now)?;
         slot.store(Some(Arc::clone(&t)));
@@ -191,13 +186,8 @@ impl TokenMinter {
 
     /// A token for `user_id` with life left at `now`: cached, or minted now.
     pub fn token_for(&self, user_id: &str, now: u64) -> Result<Arc<Minted>, MintError> {
-        if let Some(t) = self.cache.as_ref().and_then(|c| c.get(user_id)) {
-            if now < t.refresh_at {
-                if let Some((_, hits)) = &self.counters {
-                    hits.inc();
-                }
-                return Ok(t);
-            }
+        if let Some(t) = self.fresh(self.cache.as_ref().and_then(|c| c.get(user_id)), now) {
+            return Ok(t);
         }
         let minted = Arc::new(self.mint(user_id, now)?);
         if let Some((mints, _)) = &self.counters {
@@ -219,6 +209,16 @@ impl TokenMinter {
             },
             now,
         )
+    }
+
+    /// `cached` if it is still before its refresh point at `now` (counted as
+    /// a cache hit).
+    fn fresh(&self, cached: Option<Arc<Minted>>, now: u64) -> Option<Arc<Minted>> {
+        let t = cached.filter(|t| now < t.refresh_at)?;
+        if let Some((_, hits)) = &self.counters {
+            hits.inc();
+        }
+        Some(t)
     }
 
     /// Signs `claims` (issued at `now`, expiring after the TTL).

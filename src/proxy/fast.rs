@@ -108,10 +108,8 @@ pub(crate) async fn serve(
     let client_ip = tcp
         .get_socket_digest()
         .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-    let shutdown = shutdown.clone();
     let mut watch = shutdown.clone();
-    let stop = std::pin::pin!(watch.changed());
-    let mut stop: Stop<'_> = stop;
+    let mut stop: Stop<'_> = std::pin::pin!(watch.changed());
     let mut buf = BytesMut::with_capacity(2048);
     let mut scratch = Scratch {
         out: Vec::with_capacity(1024),
@@ -134,7 +132,7 @@ pub(crate) async fn serve(
             let waiting = Waiting {
                 head_started: &mut head_started,
                 timer: &mut scratch.timer,
-                shutdown: &shutdown,
+                shutdown,
                 stop: &mut stop,
             };
             match read_head(&mut tcp, &mut buf, waiting, gw).await {
@@ -330,11 +328,11 @@ async fn write_client(
     )
 }
 
-/// `X-Request-Id` and, for an allowed origin, the CORS headers: on every
-/// answer, as `respond.rs` adds them on pingora's path.
 /// The request id and CORS fields: inline, no allocation for the list.
 type Common = smallvec::SmallVec<[(&'static str, HeaderValue); 4]>;
 
+/// `X-Request-Id` and, for an allowed origin, the CORS headers: on every
+/// answer, as `respond.rs` adds them on pingora's path.
 fn common_headers(ctx: &RequestCtx) -> Common {
     let mut list = Common::new();
     if let Ok(id) = HeaderValue::from_str(&ctx.request_id) {
