@@ -33,4 +33,6 @@ for rep in $(seq "${REPS:-3}"); do
     echo "$mode $(run)"; kill $GW; wait $GW 2>/dev/null
   done
 done
+# Time inside Redis per script call (all reps), and requests per call.
+redis-cli -p 6391 INFO commandstats | grep -E '^cmdstat_(evalsha|eval):' | tr -d '\r'
 kill $NG $RS; wait $NG $RS 2>/dev/null

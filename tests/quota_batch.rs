@@ -181,3 +181,47 @@ async fn a_cancelled_leader_hands_the_lead_on_and_nobody_hangs() {
     assert_eq!(q.check("b4", None, quota, T0).await, Ok(()));
     assert_eq!(redis.counter(&format!("sg:quota:{{b4}}:m:{}", T0 / 60)), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_expire_with_their_window_and_a_refusal_counts_nothing() {
+    let redis = RedisServer::start();
+    let q = shared_quotas(&redis, OnRedisError::Deny);
+    let quota = Quota {
+        per_minute: Some(3),
+        per_day: Some(1000),
+        user_per_minute: Some(10),
+        ..Quota::default()
+    };
+    let minute = format!("sg:quota:{{b5}}:m:{}", T0 / 60);
+    let day = format!("sg:quota:{{b5}}:d:{}", T0 / 86_400);
+    assert_eq!(q.check("b5", None, quota, T0).await, Ok(()));
+    // Made by this count: the minute counter lives 120 s, the day's 2 days.
+    let (tm, td) = (redis.ttl(&minute), redis.ttl(&day));
+    assert!((100..=120).contains(&tm), "minute counter TTL {tm}");
+    assert!((172_700..=172_800).contains(&td), "day counter TTL {td}");
+    // A counter's TTL is set when it is made, not pushed back by each count.
+    redis.command(&["EXPIRE", &minute, "30"]);
+    assert_eq!(q.check("b5", None, quota, T0).await, Ok(()));
+    assert_eq!(q.check("b5", None, quota, T0).await, Ok(()));
+    assert!(
+        redis.ttl(&minute) <= 30,
+        "TTL moved: {}",
+        redis.ttl(&minute)
+    );
+    // The minute is full: a refusal leaves every counter as it was, and a
+    // user counter it touched for the first time is left empty and expiring
+    // (never a key without expiry).
+    let got = q.check("b5", Some(Who::User("zed")), quota, T0).await;
+    assert_eq!(
+        got,
+        Err(QuotaError::Exceeded {
+            limit: 3,
+            reset_at: T0 + 60
+        })
+    );
+    assert_eq!(redis.counter(&minute), 3);
+    assert_eq!(redis.counter(&day), 3);
+    let user_minute = format!("sg:quota:{{b5}}:u:zed:m:{}", T0 / 60);
+    assert_eq!(redis.counter(&user_minute), 0);
+    assert_ne!(redis.ttl(&user_minute), -1, "a counter key without expiry");
+}

@@ -271,3 +271,27 @@ fn lease_config_errors_are_reported() {
     ));
     assert!(err.contains("quota.lease: leases apply to"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_counters_expire_with_their_window() {
+    let redis = RedisServer::start();
+    let a = shared_quotas(&redis, OnRedisError::Deny);
+    let q = quota(Some(100), Some(1000), 2);
+    let minute = format!("sg:quota:{{t7}}:m:{}", T0 / 60);
+    let day = format!("sg:quota:{{t7}}:d:{}", T0 / 86_400);
+    assert_eq!(a.check("t7", None, q, T0).await, Ok(()));
+    let (tm, td) = (redis.ttl(&minute), redis.ttl(&day));
+    assert!((100..=120).contains(&tm), "minute counter TTL {tm}");
+    assert!((172_700..=172_800).contains(&td), "day counter TTL {td}");
+    // The next block (the first one's 2 units spent) leaves the TTL alone.
+    redis.command(&["EXPIRE", &minute, "30"]);
+    for _ in 0..3 {
+        assert_eq!(a.check("t7", None, q, T0).await, Ok(()));
+    }
+    assert_eq!(redis.counter(&minute), 4, "two blocks of 2");
+    assert!(
+        redis.ttl(&minute) <= 30,
+        "TTL moved: {}",
+        redis.ttl(&minute)
+    );
+}

@@ -26,13 +26,22 @@ use crate::redis_conn::Redis;
 /// full}: grant requests counted in every counter (the most that fit), and
 /// when fewer than wanted, the 1-based index of the counter that filled up
 /// first (the lowest such index on a tie), as one-by-one counting would.
+///
+/// Counts first and takes back what does not fit (a script runs alone, so
+/// no one sees the difference): one Redis command per counter when all fit,
+/// instead of GET, INCRBY and EXPIRE (time in Redis per call with two
+/// counters: 6.5 → 3.7 µs, benches/README.md). The TTL is set when the
+/// increment made the counter (new, or taken back to 0): a counter's key
+/// names its window, so its TTL need not move later.
 pub(super) const SCRIPT: &str = r#"
 local want = tonumber(ARGV[#ARGV])
 local grant, full = want, 0
 for i = 1, #KEYS do
+  local n = redis.call('INCRBY', KEYS[i], want)
+  if n == want then redis.call('EXPIRE', KEYS[i], ARGV[2 * i]) end
   local limit = tonumber(ARGV[2 * i - 1])
   if limit > 0 then
-    local room = limit - tonumber(redis.call('GET', KEYS[i]) or '0')
+    local room = limit - (n - want)
     if room < grant then
       if room < 0 then room = 0 end
       grant = room
@@ -40,10 +49,9 @@ for i = 1, #KEYS do
     end
   end
 end
-if grant > 0 then
+if grant < want then
   for i = 1, #KEYS do
-    redis.call('INCRBY', KEYS[i], grant)
-    redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+    redis.call('DECRBY', KEYS[i], want - grant)
   end
 end
 return {grant, full}

@@ -25,7 +25,8 @@ use crate::redis_conn::Redis;
 /// minute limit (0: none), 2 minute TTL, 3 day limit (0: none), 4 day TTL, 5
 /// block wanted, 6 units given back to the day counter first. Returns the
 /// block granted (> 0, counted in both counters), or -1 / -2 when the minute /
-/// day counter is full (nothing counted).
+/// day counter is full (nothing counted). A counter's TTL is set when the
+/// increment made it (its key names its window: the TTL need not move).
 pub(super) const SCRIPT: &str = r#"
 local back = tonumber(ARGV[6])
 if back > 0 and redis.call('EXISTS', KEYS[2]) == 1 then
@@ -41,8 +42,9 @@ for i = 1, 2 do
   end
 end
 for i = 1, 2 do
-  redis.call('INCRBY', KEYS[i], grant)
-  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+  if redis.call('INCRBY', KEYS[i], grant) == grant then
+    redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+  end
 end
 return grant
 "#;

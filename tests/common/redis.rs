@@ -153,6 +153,13 @@ impl RedisServer {
             .sum()
     }
 
+    /// A key's TTL in seconds, as Redis answers `TTL`: -1 when the key has
+    /// no expiry, -2 when it does not exist.
+    pub fn ttl(&self, key: &str) -> i64 {
+        let reply = self.command(&["TTL", key]);
+        reply.trim_start_matches(':').trim().parse().unwrap()
+    }
+
     /// An integer key's value (0 when it does not exist).
     pub fn counter(&self, key: &str) -> i64 {
         let reply = self.command(&["GET", key]);
