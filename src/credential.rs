@@ -140,12 +140,16 @@ pub fn from_cookie(headers: &impl RequestHeaders, name: &str) -> Result<Option<S
 }
 
 /// CSRF defence for cookie sessions: a browser attaches the cookie to
-/// requests any site makes, so the request must show it comes from an
-/// allowed web origin. `Origin` present: it must be listed. `Origin` absent
-/// (browsers omit it on same-origin GETs): `Sec-Fetch-Site` must say
-/// `same-origin` or `none`; a client sending neither (not a modern browser,
-/// or not a browser) is accepted only for GET and HEAD, which on Stream's
-/// client routes only read.
+/// requests any site makes, so the request must show it does not come from
+/// another site. `Origin` present: it must be listed in `allowed`, or be the
+/// gateway's own origin (its `host[:port]` is the request's `Host`).
+/// `Origin` absent (browsers omit it on same-origin GETs): `Sec-Fetch-Site`
+/// must say `same-origin` or `none`. A client sending neither (not a
+/// browser, or one too old for `Sec-Fetch-Site`) is accepted for what no
+/// browser sends to another site without a CORS preflight, and a preflight
+/// always carries `Origin`: GET and HEAD (on Stream's client routes they only
+/// read), methods other than POST, and a POST whose `Content-Type` is not one
+/// an HTML form can send (`application/json`, as Stream's SDKs send).
 pub fn check_cookie_origin(
     headers: &impl RequestHeaders,
     method: &str,
@@ -154,7 +158,7 @@ pub fn check_cookie_origin(
     let mut origins = headers.all("origin");
     match (origins.next(), origins.next()) {
         (Some(o), None) => {
-            return if allowed.iter().any(|a| a.as_bytes() == o) {
+            return if allowed.iter().any(|a| a.as_bytes() == o) || same_origin(o, headers) {
                 Ok(())
             } else {
                 Err(Refusal::OriginNotAllowed)
@@ -166,9 +170,43 @@ pub fn check_cookie_origin(
     match headers.first("sec-fetch-site") {
         Some(b"same-origin") | Some(b"none") => Ok(()),
         Some(_) => Err(Refusal::OriginNotAllowed),
-        None if method == "GET" || method == "HEAD" => Ok(()),
+        None if method != "POST" || !form_content_type(headers) => Ok(()),
         None => Err(Refusal::OriginNotAllowed),
     }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) names the host the request was
+/// sent to (its one `Host` header), ASCII case aside.
+fn same_origin(origin: &[u8], headers: &impl RequestHeaders) -> bool {
+    let authority = match origin.iter().position(|&b| b == b':') {
+        Some(i) if origin[i..].starts_with(b"://") => &origin[i + 3..],
+        _ => return false,
+    };
+    let mut hosts = headers.all("host");
+    match (hosts.next(), hosts.next()) {
+        (Some(host), None) => !host.is_empty() && host.eq_ignore_ascii_case(authority),
+        _ => false,
+    }
+}
+
+/// Whether the request's `Content-Type` is one a cross-site HTML form or a
+/// simple (unpreflighted) fetch may send: `application/x-www-form-urlencoded`,
+/// `multipart/form-data`, `text/plain`; also when it is missing or repeated.
+fn form_content_type(headers: &impl RequestHeaders) -> bool {
+    let mut types = headers.all("content-type");
+    let value = match (types.next(), types.next()) {
+        (Some(v), None) => v,
+        _ => return true,
+    };
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    let media = media.trim_ascii();
+    [
+        &b"application/x-www-form-urlencoded"[..],
+        b"multipart/form-data",
+        b"text/plain",
+    ]
+    .iter()
+    .any(|simple| media.eq_ignore_ascii_case(simple))
 }
 
 #[cfg(test)]
@@ -333,5 +371,70 @@ mod tests {
         );
         assert_eq!(check(None, None, "GET"), Ok(()));
         assert_eq!(check(None, None, "POST"), Err(Refusal::OriginNotAllowed));
+    }
+
+    #[test]
+    fn cookie_requests_from_the_gateways_own_origin_or_no_browser_pass() {
+        let with = |extra: &[(&str, &str)], m: &str, allowed: &[&str]| {
+            let mut h = cookie_headers(&["sid=abc"], None, None);
+            for (name, value) in extra {
+                h.append(
+                    http::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    HeaderValue::from_str(value).unwrap(),
+                );
+            }
+            let allowed: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+            check_cookie_origin(&h, m, &allowed)
+        };
+        let refused = Err(Refusal::OriginNotAllowed);
+        let host = ("host", "gw.example.com:8443");
+        // The gateway's own origin, with or without a list.
+        let own = ("origin", "https://GW.example.com:8443");
+        assert_eq!(with(&[host, own], "POST", &[]), Ok(()));
+        assert_eq!(with(&[host, own], "POST", &["https://app.example"]), Ok(()));
+        // Another port, another host, no Host, two Hosts, a path: not the same.
+        for origin in [
+            "https://gw.example.com:9000",
+            "https://gw.example.com",
+            "https://evil.example",
+            "gw.example.com:8443",
+            "null",
+        ] {
+            assert_eq!(
+                with(&[host, ("origin", origin)], "GET", &[]),
+                refused,
+                "{origin}"
+            );
+        }
+        assert_eq!(with(&[own], "GET", &[]), refused);
+        assert_eq!(with(&[host, host, own], "GET", &[]), refused);
+        // Neither Origin nor Sec-Fetch-Site: what a browser would preflight
+        // passes (JSON POST, PUT, DELETE), what a form can send does not.
+        let json = ("content-type", "application/json; charset=utf-8");
+        assert_eq!(with(&[json], "POST", &[]), Ok(()));
+        assert_eq!(with(&[], "DELETE", &[]), Ok(()));
+        assert_eq!(with(&[], "PUT", &[]), Ok(()));
+        for form in [
+            "application/x-www-form-urlencoded",
+            "Multipart/Form-Data; boundary=x",
+            "text/plain;charset=UTF-8",
+        ] {
+            assert_eq!(
+                with(&[("content-type", form)], "POST", &[]),
+                refused,
+                "{form}"
+            );
+        }
+        assert_eq!(with(&[], "POST", &[]), refused, "no content type");
+        assert_eq!(
+            with(&[json, json], "POST", &[]),
+            refused,
+            "two content types"
+        );
+        // A browser that says where the request comes from is believed.
+        assert_eq!(
+            with(&[json, ("sec-fetch-site", "cross-site")], "POST", &[]),
+            refused
+        );
     }
 }

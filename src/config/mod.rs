@@ -166,7 +166,8 @@ pub enum SessionSettings {
     Opaque(OpaqueOptions),
 }
 
-/// `cookie = "sid"` with its required `allowed_origins`.
+/// `cookie = "sid"` and the web origins besides the gateway's own whose
+/// requests may carry it (none: same-origin and non-browser clients only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieSettings {
     pub name: String,

@@ -240,7 +240,7 @@ fn tenant(
     if ttl.as_secs() < 1 {
         p.add(format!("{name}.stream_token_ttl: must be at least 1s"));
     }
-    let (session, cookie) = match t.session {
+    let (session, mut cookie) = match t.session {
         None if t.allow_anonymous => (None, None),
         None => {
             p.add(format!(
@@ -278,6 +278,11 @@ fn tenant(
             (o.map(SessionSettings::Opaque), cookie)
         }
     };
+    // Cookie sessions without origins of their own accept the tenant's CORS
+    // origins (a browser app the tenant allows may carry the cookie too).
+    if let Some(c) = cookie.as_mut().filter(|c| c.allowed_origins.is_empty()) {
+        c.allowed_origins = allowed_origins.clone();
+    }
     Some(TenantSettings {
         id: t.id,
         api_key: t.api_key,

@@ -188,9 +188,11 @@ pub(super) fn opaque(
     })
 }
 
-/// `cookie = "sid"`: the cookie name must be a cookie token, and
-/// `allowed_origins` (exact `scheme://host[:port]` values) is required, since
-/// a browser attaches the cookie to requests other sites make.
+/// `cookie = "sid"`: the cookie name must be a cookie token; the optional
+/// `allowed_origins` (exact `scheme://host[:port]` values, no wildcard) are
+/// the other web origins whose requests may carry the cookie (without them,
+/// the tenant's CORS `allowed_origins`; with neither, only the gateway's own
+/// origin and non-browser clients: `credential::check_cookie_origin`).
 pub(super) fn cookie(
     name: &str,
     cookie: Option<String>,
@@ -214,12 +216,6 @@ pub(super) fn cookie(
         return None;
     }
     let origins = origins.unwrap_or_default();
-    if origins.is_empty() {
-        p.add(format!(
-            "{key_name}.allowed_origins: required with cookie sessions (CSRF): list the web origins, e.g. [\"https://app.example.com\"]"
-        ));
-        return None;
-    }
     let mut ok = true;
     for o in &origins {
         if let Err(e) = check_origin(o) {
