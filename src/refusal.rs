@@ -163,8 +163,9 @@ impl Refusal {
             | Refusal::BadPath(_)
             | Refusal::BadRequest(_)
             | Refusal::UriTooLong
-            | Refusal::HeadersTooLarge(_)
             | Refusal::ServerOnlyField(_) => 4,
+            // Stream's own code for 431 (MaxHeaderSizeExceeded).
+            Refusal::HeadersTooLarge(_) => 24,
             Refusal::PayloadTooLarge => 22,
             Refusal::TooManyConnections => 71,
             Refusal::RateLimited(_) | Refusal::QuotaExceeded { .. } => 9,

@@ -4,7 +4,7 @@
 //! (or only the safe rewrite) reached the fake Stream upstream.
 //!
 //! Two kinds of answers: the gateway's own checks answer in Stream's error
-//! JSON (414 / 431 / 400 code 4); what pingora's HTTP parser rejects before
+//! JSON (414 code 4, 431 code 24, 400 code 4); what pingora's HTTP parser rejects before
 //! the gateway sees the request (obs-fold, duplicate Host, conflicting
 //! Content-Lengths, a Transfer-Encoding other than chunked, absolute-form to
 //! another host, more than 256 header fields) gets pingora's bare 400 with an
@@ -106,13 +106,13 @@ fn too_many_or_too_large_headers_are_431_in_stream_shape() {
         "GET /app?api_key={API_KEY} HTTP/1.1\r\nHost: x\r\n{}{many}Connection: close\r\n\r\n",
         auth()
     );
-    assert_stream_refusal(&send(&gw, raw.as_bytes()), 431, 4);
+    assert_stream_refusal(&send(&gw, raw.as_bytes()), 431, 24);
     let raw = format!(
         "GET /app?api_key={API_KEY} HTTP/1.1\r\nHost: x\r\n{}X-Big: {}\r\nConnection: close\r\n\r\n",
         auth(),
         "b".repeat(9000)
     );
-    assert_stream_refusal(&send(&gw, raw.as_bytes()), 431, 4);
+    assert_stream_refusal(&send(&gw, raw.as_bytes()), 431, 24);
     // Past pingora's own limit (256 fields) its parser answers first.
     let lots: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
     let raw = format!(

@@ -202,7 +202,7 @@ async fn rest_behaves_the_same_over_h2_and_http1() {
                     .header("authorization", &session)
                     .header("x-big", "b".repeat(33 * 1024)),
                 431,
-                4,
+                24,
             ),
             // an origin the tenant does not list
             (
