@@ -86,6 +86,9 @@ pub enum ForwardAuth {
 pub struct Refused {
     pub refusal: Refusal,
     pub service: Option<Arc<ServiceAccount>>,
+    /// The verified session of a user request refused after it (a route or
+    /// request-shape refusal), for the audit record.
+    pub user: Option<Arc<Session>>,
 }
 
 impl From<Refusal> for Refused {
@@ -93,6 +96,7 @@ impl From<Refusal> for Refused {
         Refused {
             refusal,
             service: None,
+            user: None,
         }
     }
 }
@@ -207,10 +211,7 @@ impl Exchange {
             now,
         };
         match crate::service::classify(marked, credential).map_err(Refusal::ServiceAuth)? {
-            Presented::User(c) => self
-                .decide_user(&routing, tenant, c, request)
-                .await
-                .map_err(Refused::from),
+            Presented::User(c) => self.decide_user(&routing, tenant, c, request).await,
             Presented::Service(token) => {
                 self.decide_service(&routing, tenant, &token, request).await
             }
@@ -224,6 +225,41 @@ impl Exchange {
         tenant: &Arc<Tenant>,
         credential: Credential,
         request: Request<'_>,
+    ) -> Result<Forward, Refused> {
+        let user = match credential {
+            Credential::Token(token) => {
+                let source = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
+                    "this app accepts anonymous users only",
+                ))?;
+                let session = source
+                    .verify(&token, request.now)
+                    .await
+                    .map_err(|e| e.refusal())?;
+                self.revocations
+                    .check(&tenant.id, &session)
+                    .map_err(|e| e.refusal())?;
+                Some(session)
+            }
+            Credential::Anonymous if tenant.allow_anonymous => None,
+            Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed.into()),
+            Credential::Missing => return Err(Refusal::MissingCredential.into()),
+        };
+        // The session goes into the refusal too (one reference count), so
+        // the audit record names the user of a refused route.
+        let kept = user.clone();
+        Self::route_user(routing, tenant, user, request).map_err(|refusal| Refused {
+            refusal,
+            service: None,
+            user: kept,
+        })
+    }
+
+    /// The user path after the session: route policy and request shape.
+    fn route_user(
+        routing: &Routing,
+        tenant: &Arc<Tenant>,
+        user: Option<Arc<Session>>,
+        request: Request<'_>,
     ) -> Result<Forward, Refusal> {
         let Request {
             method,
@@ -232,22 +268,6 @@ impl Exchange {
             websocket,
             now,
         } = request;
-        let user = match credential {
-            Credential::Token(token) => {
-                let source = tenant.session.as_ref().ok_or(Refusal::InvalidSession(
-                    "this app accepts anonymous users only",
-                ))?;
-                let session = source.verify(&token, now).await.map_err(|e| e.refusal())?;
-                self.revocations
-                    .check(&tenant.id, &session)
-                    .map_err(|e| e.refusal())?;
-                Some(session)
-            }
-            Credential::Anonymous if tenant.allow_anonymous => None,
-            Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed),
-            Credential::Missing => return Err(Refusal::MissingCredential),
-        };
-
         let (path, operation, template) = match routing.policy.decide(method, path) {
             Decision::Forward {
                 path,

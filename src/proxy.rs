@@ -82,6 +82,9 @@ pub struct RequestCtx {
     /// The service account of a service request (also when refused after
     /// its credential verified), for the audit record and metrics.
     service: Option<Arc<crate::service::ServiceAccount>>,
+    /// The verified session of a user request refused after it (route or
+    /// request shape), for the audit record.
+    refused_user: Option<Arc<crate::session::Session>>,
     /// Held by an open websocket; dropping it releases the socket's place.
     connection: Option<ConnectionGuard>,
     /// Held by an open websocket under fleet-wide caps; dropping it queues
@@ -190,6 +193,7 @@ impl ProxyHttp for GatewayProxy {
             Ok(f) => f,
             Err(refused) => {
                 ctx.service = refused.service;
+                ctx.refused_user = refused.user;
                 return self.refuse(session, ctx, refused.refusal, websocket).await;
             }
         };

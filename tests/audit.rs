@@ -263,6 +263,10 @@ async fn every_decision_gives_one_audit_record_and_its_metrics() {
     assert_eq!(records[1]["request_id"], generated.as_str());
     // Refused before a session was verified: no user id is claimed.
     assert_eq!(records[4]["user_id"], Value::Null);
+    assert_eq!(records[5]["user_id"], Value::Null);
+    // Refused by the route policy after the session verified: its user.
+    assert_eq!(records[2]["user_id"], "alice", "{}", records[2]);
+    assert_eq!(records[3]["user_id"], "alice", "{}", records[3]);
     assert_eq!(records[2]["tenant"], "acme");
     assert_eq!(records[2]["route"], "/app");
     let socket = &records[8];

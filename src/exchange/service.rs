@@ -28,6 +28,7 @@ impl Exchange {
         let refused = |refusal: Refusal| Refused {
             refusal,
             service: Some(Arc::clone(&account)),
+            user: None,
         };
         let (path, operation, template) =
             match routing.policy.decide_service(request.method, request.path) {

@@ -278,6 +278,7 @@ async fn handle(
     let admitted = match decision {
         Err(refused) => {
             ctx.service = refused.service;
+            ctx.refused_user = refused.user;
             Err(refused.refusal)
         }
         Ok(mut forward) => {

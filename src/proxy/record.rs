@@ -171,7 +171,11 @@ pub(super) async fn write_record(
         kind: if websocket { "websocket" } else { "request" },
         request_id: &ctx.request_id,
         tenant: tenant.as_ref().map(|t| t.id.as_str()),
-        user_id: ctx.forward.as_ref().and_then(|f| f.user_id()),
+        user_id: ctx
+            .forward
+            .as_ref()
+            .and_then(|f| f.user_id())
+            .or(ctx.refused_user.as_deref().map(|s| s.user_id.as_str())),
         service: ctx.service.as_ref().map(|s| s.name.as_str()),
         client_ip: ctx.client_ip,
         method,
