@@ -58,7 +58,8 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        if req.method != http::Method::GET {
+        // HEAD: the same answer; pingora's HTTP/1 writer sends no body for it.
+        if req.method != http::Method::GET && req.method != http::Method::HEAD {
             return json(405, r#"{"error":"method not allowed"}"#);
         }
         match req.uri.path() {
