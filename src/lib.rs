@@ -51,6 +51,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod client_ip;
 pub mod clock;
 pub mod config;
 pub mod connections;

@@ -55,6 +55,8 @@ pub struct Gateway {
     pub audit: Option<Arc<AuditLog>>,
     /// Limits on the client's request head and body reads.
     pub client: crate::config::ClientLimits,
+    /// Whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// `X-Forwarded-Proto` sent upstream: `https` on a TLS listener.
     pub forwarded_proto: HeaderValue,
     /// Dials Stream for websockets (`relay.rs`): same TLS settings as
@@ -171,10 +173,13 @@ impl ProxyHttp for GatewayProxy {
             }
             CorsStep::Continue => {}
         }
-        let client_ip = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        let client_ip = self
+            .trusted_proxies
+            .client_ip(peer, &session.req_header().headers);
         ctx.client_ip = client_ip;
         let req = session.req_header();
         let method = req.method.clone();
@@ -221,7 +226,7 @@ impl ProxyHttp for GatewayProxy {
     }
     async fn upstream_request_filter(
         &self,
-        session: &mut Session,
+        _session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -234,10 +239,7 @@ impl ProxyHttp for GatewayProxy {
             .path_and_query
             .parse()
             .or_err(InternalError, "rebuilt path is not a valid URI")?;
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
+        let client_ip = ctx.client_ip;
         upstream_headers::rewrite(
             upstream,
             uri,

@@ -78,6 +78,10 @@ pub struct ServerSection {
     /// The gateway's own HTTP/1.1 loop for plain bodiless requests
     /// (`proxy/fast.rs`); default true.
     pub fast_path: Option<bool>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the
+    /// client (`client_ip.rs`); default none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[server.tls]`: the default certificate, and more chosen by SNI.

@@ -50,6 +50,8 @@ pub struct ServerSettings {
     /// Plain HTTP/1.1 requests without a body served by the gateway's own
     /// loop instead of pingora's proxy loop (`proxy/fast.rs`).
     pub fast_path: bool,
+    /// `trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
 }
 
 /// `[server.tls]`, validated: the certificates (loaded, keys checked) and

@@ -245,6 +245,7 @@ async fn handle(
     crate::metrics::get().fast_path_requests.inc();
     let body = request.get(head.len..).unwrap_or_default();
     let headers = head.headers(request);
+    let client_ip = gw.trusted_proxies.client_ip(client_ip, &headers);
     let mut ctx = RequestCtx {
         started: Some(Instant::now()),
         request_id: request_id(&headers),

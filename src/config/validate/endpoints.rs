@@ -52,6 +52,13 @@ pub(super) fn server(
     if client.header_timeout.is_zero() {
         p.add("server.client_header_timeout: must be more than 0s");
     }
+    let mut trusted = Vec::new();
+    for entry in &s.trusted_proxies {
+        match crate::client_ip::Cidr::parse(entry) {
+            Ok(c) => trusted.push(c),
+            Err(e) => p.add(format!("server.trusted_proxies: {e}")),
+        }
+    }
     let tls = match &s.tls {
         Some(t) => Some(certs::listener(t, s.h2c, base_dir, p)?),
         None => None,
@@ -72,6 +79,7 @@ pub(super) fn server(
         tls,
         h2c: s.h2c,
         fast_path: s.fast_path.unwrap_or(true),
+        trusted_proxies: crate::client_ip::TrustedProxies::new(trusted),
     })
 }
 
