@@ -16,31 +16,6 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-fn read_records(path: &std::path::Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let records: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect();
-        if records.len() >= n {
-            assert_eq!(
-                records.len(),
-                n,
-                "more audit records than requests:\n{text}"
-            );
-            return records;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {n} audit records after 10 s:\n{text}",
-            records.len()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 async fn metrics(gw: &Gateway) -> String {
     metrics_text(gw).await
 }
@@ -163,7 +138,7 @@ async fn every_decision_gives_one_audit_record_and_its_metrics() {
     ws.close(None).await.unwrap();
     drop(ws);
 
-    let records = read_records(&audit_path, 9);
+    let records = read_audit_records(&audit_path, 9);
     let got: Vec<(String, Value, Value, Value, Value)> = records
         .iter()
         .map(|r| {

@@ -7,29 +7,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::time::{Duration, Instant};
-
-fn audit_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-            .collect();
-        if lines.len() >= n {
-            assert_eq!(lines.len(), n, "more audit records than requests:\n{text}");
-            return lines;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} audit records of {n}",
-            lines.len()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn config(fake: &FakeStream, server_extra: &str) -> String {
     gateway_config(
@@ -76,7 +53,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_is_its_own_ip() {
             fake.requests().is_empty(),
             "{fast}: a refused request reached Stream"
         );
-        let records = audit_lines(&audit, 3);
+        let records = read_audit_records(&audit, 3);
         let ips: Vec<&str> = records
             .iter()
             .map(|r| r["client_ip"].as_str().unwrap())

@@ -368,3 +368,30 @@ fn check_fails_with(tenant_extra: &str, top_extra: &str) -> String {
     assert!(!out.status.success(), "check accepted the config");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The audit file's records once it holds `n` (panics after 10 s, or when
+/// it holds more: one record per request).
+pub fn read_audit_records(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect();
+        if records.len() >= n {
+            assert_eq!(
+                records.len(),
+                n,
+                "more audit records than requests:\n{text}"
+            );
+            return records;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} audit records after 10 s:\n{text}",
+            records.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
