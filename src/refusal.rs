@@ -80,7 +80,7 @@ pub enum Refusal {
     /// Request target over `server.max_uri_bytes` (414, code 4).
     UriTooLong,
     /// Request headers over `server.max_header_bytes` or
-    /// `server.max_headers` (431, code 4).
+    /// `server.max_headers` (431, code 24: Stream's MaxHeaderSizeExceeded).
     HeadersTooLarge(&'static str),
     /// Upstream refused the connection or failed mid-way (502).
     UpstreamUnavailable,
