@@ -244,13 +244,12 @@ impl Exchange {
             Credential::Anonymous => return Err(Refusal::AnonymousNotAllowed.into()),
             Credential::Missing => return Err(Refusal::MissingCredential.into()),
         };
-        // The session goes into the refusal too (one reference count), so
-        // the audit record names the user of a refused route.
-        let kept = user.clone();
-        Self::route_user(routing, tenant, user, request).map_err(|refusal| Refused {
+        // A refusal keeps the session, so the audit record names the user
+        // of a refused route.
+        Self::route_user(routing, tenant, user.as_ref(), request).map_err(|refusal| Refused {
             refusal,
             service: None,
-            user: kept,
+            user,
         })
     }
 
@@ -258,7 +257,7 @@ impl Exchange {
     fn route_user(
         routing: &Routing,
         tenant: &Arc<Tenant>,
-        user: Option<Arc<Session>>,
+        user: Option<&Arc<Session>>,
         request: Request<'_>,
     ) -> Result<Forward, Refusal> {
         let Request {
@@ -306,7 +305,7 @@ impl Exchange {
             ))?;
             Some(websocket::check_connect_json(
                 json,
-                user.as_ref().map(|s| s.user_id.as_str()),
+                user.map(|s| s.user_id.as_str()),
             )?)
         } else {
             None
@@ -325,7 +324,7 @@ impl Exchange {
         }
         let (auth, path_and_query, session) = match user {
             Some(session) => {
-                let token = tenant.minter.token_for_session(&session, now).map_err(|e| {
+                let token = tenant.minter.token_for_session(session, now).map_err(|e| {
                     tracing::error!(tenant = %tenant.id, error = %e, "minting a Stream token failed");
                     Refusal::Internal
                 })?;
@@ -342,10 +341,10 @@ impl Exchange {
                 }
                 let pq = query::with_query(path, pairs, drop, &append);
                 let auth = ForwardAuth::User {
-                    session: Arc::clone(&session),
+                    session: Arc::clone(session),
                     token,
                 };
-                (auth, pq, Some(session))
+                (auth, pq, Some(Arc::clone(session)))
             }
             None => {
                 if &*operation == crate::policy::UNKNOWN_OPERATION {

@@ -1,7 +1,8 @@
 //! The pingora `ProxyHttp` implementation: the only code that knows pingora's
 //! phases. `request_filter` asks [`Exchange::decide`] and either answers a
-//! refusal itself (returning `Ok(true)`) or stores the [`Forward`] in the
-//! context; `upstream_request_filter` applies it to the upstream request.
+//! refusal itself (returning `Ok(true)`) or stores the
+//! [`Forward`](crate::exchange::Forward) in the context;
+//! `upstream_request_filter` applies it to the upstream request.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,17 +15,17 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::audit::{self, AuditLog};
-use crate::connections::fleet::{FleetCaps, FleetPlace};
-use crate::connections::ConnectionGuard;
-use crate::exchange::{Exchange, Forward};
+use crate::audit::AuditLog;
+use crate::connections::fleet::FleetCaps;
+use crate::exchange::Exchange;
 use crate::quota::SharedQuotas;
 use crate::refusal::Refusal;
-use crate::revocation::{SocketEntry, SocketRegistry};
+use crate::revocation::SocketRegistry;
 use crate::upstream::Upstream;
-use crate::websocket::FrameTracker;
 
 mod admit;
+mod ctx;
+pub use ctx::RequestCtx;
 mod body_check;
 pub(crate) mod fast;
 #[cfg(fuzzing)]
@@ -35,7 +36,7 @@ mod relay;
 mod respond;
 mod upstream_headers;
 use admit::CorsStep;
-use record::{request_id, OpenSocketGauge};
+use record::request_id;
 use respond::{add_headers, is_websocket_upgrade, respond, respond_preflight};
 
 /// Everything a request needs: the exchange, the upstream, the limits, the
@@ -75,56 +76,6 @@ impl std::ops::Deref for GatewayProxy {
     fn deref(&self) -> &Gateway {
         &self.0
     }
-}
-
-#[derive(Default)]
-pub struct RequestCtx {
-    forward: Option<Forward>,
-    refusal: Option<Refusal>,
-    /// The service account of a service request (also when refused after
-    /// its credential verified), for the audit record and metrics.
-    service: Option<Arc<crate::service::ServiceAccount>>,
-    /// The verified session of a user request refused after it (route or
-    /// request shape), for the audit record.
-    refused_user: Option<Arc<crate::session::Session>>,
-    /// Held by an open websocket; dropping it releases the socket's place.
-    connection: Option<ConnectionGuard>,
-    /// Held by an open websocket under fleet-wide caps; dropping it queues
-    /// the release of its place in Redis.
-    fleet_place: Option<FleetPlace>,
-    /// Frame boundaries of the Stream-to-client socket stream.
-    frames: FrameTracker,
-    /// An open websocket's entry in the registry (revocation, expiry).
-    socket: Option<SocketEntry>,
-    /// Counts the open socket in the metrics while it lives.
-    open_socket: Option<OpenSocketGauge>,
-    /// For the audit record and metrics.
-    started: Option<Instant>,
-    request_id: String,
-    client_ip: Option<std::net::IpAddr>,
-    upstream_started: Option<Instant>,
-    upstream_latency: Option<std::time::Duration>,
-    upstream_status: Option<u16>,
-    bytes_in: u64,
-    bytes_out: u64,
-    /// Frames of the client-to-Stream socket stream.
-    frames_in: FrameTracker,
-    /// CORS: the allowed origin to echo, and whether credentials are allowed.
-    cors: Option<(HeaderValue, bool)>,
-    /// A CORS preflight answered by the gateway.
-    preflight: bool,
-    /// Cap on the request body (`[policy] max_body_bytes`).
-    body_limit: u64,
-    /// The body to forward instead of the client's (server-only fields
-    /// stripped); `body_replaced` once it went.
-    replacement_body: Option<Bytes>,
-    body_replaced: bool,
-    /// The body was read ahead (and counted) by `check_body`.
-    read_ahead: bool,
-    /// The audit record's place in the queue (`on_full = "block"`).
-    audit_permit: Option<audit::Permit>,
-    /// The socket went to its relay task, which records it when it ends.
-    handed_over: bool,
 }
 
 /// Unix seconds for the request's decisions (token `iat`/`exp`): exact,

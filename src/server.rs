@@ -262,7 +262,7 @@ pub fn build(settings: Settings, flags: RunFlags) -> Result<Server, String> {
         sockets,
         audit,
         client: settings.server.client,
-        trusted_proxies: settings.server.trusted_proxies.clone(),
+        trusted_proxies: settings.server.trusted_proxies,
         connector: pingora::connectors::TransportConnector::new(Some(
             pingora::connectors::ConnectorOptions::from_server_conf(&server.configuration),
         )),
